@@ -1,0 +1,87 @@
+"""Checkpoints: atomic save, safe load (``weights_only=True``: a checkpoint file never runs code).
+
+A checkpoint holds everything to rebuild the model and resume training: model weights, the inner optimizer's
+state, the iteration, the full config as a plain dict, the best validation metric, the random-stream scheme
+(randomness is counter-based, so the seed and iteration are the whole RNG state) and a format version.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reptile_cli.errors import ReptileError
+
+FORMAT = "reptile-cli/checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+
+    A crash or a full disk leaves the previous file intact; the temporary file is removed on failure.
+
+    Raises:
+        ReptileError: the folder cannot be written (the message names the path and the OS error).
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise ReptileError(f"cannot write {path}: {err.strerror or err}") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ReptileError(f"cannot write {path}: {err.strerror or err}; the previous file is kept") from None
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write` for a text file."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save ``state`` (model, inner_optimizer, iteration, config, ...) atomically, stamped with the format."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, on the CPU, without running any code.
+
+    Raises:
+        ReptileError: missing, truncated, corrupt, code-carrying or foreign file (one line, naming the file).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise ReptileError(f"checkpoint {path} does not exist: give a .pt file or a run directory holding last.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise ReptileError(f"{path} was refused: it is not a plain checkpoint ({first[:160]}); "
+                           f"only files written by reptile are loaded") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ReptileError(f"{path} is truncated or corrupt ({type(err).__name__}): use another checkpoint, "
+                           f"e.g. the run's last.pt or best.pt") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ReptileError(f"{path} is not a reptile checkpoint (no '{FORMAT}' stamp)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise ReptileError(f"{path} has checkpoint format {ckpt.get('format_version')}, this reptile reads "
+                           f"{FORMAT_VERSION}: use the reptile version that wrote it")
+    return ckpt

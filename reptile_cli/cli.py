@@ -1,0 +1,259 @@
+"""The ``reptile`` command line: thin Typer commands that hand over to Hydra or the data layer.
+
+``reptile train`` and ``reptile eval`` run Hydra's own application runner (``hydra.main``), so overrides,
+``-m`` multirun sweeps, launcher and sweeper plugins and ``--cfg job`` all behave as Hydra documents.
+Errors become one line on stderr and an exit code (``reptile_cli.errors``); ``--trace`` (or
+``REPTILE_TRACE=1``) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reptile_cli import __version__
+from reptile_cli.errors import EXIT_ERROR, EXIT_USAGE, ReptileError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Few-shot meta-learning with Reptile (Nichol, Achiam & Schulman 2018).")
+data_app = typer.Typer(no_args_is_help=True, help="Get datasets: download, import a copy you have, list.")
+app.add_typer(data_app, name="data")
+
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+_trace = False
+
+
+def _fail(code: int, message: str):
+    typer.echo(f"reptile: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def one_line(err: BaseException) -> str:
+    """A Hydra/OmegaConf error (and its cause) as one line: drop key-path noise, collapse whitespace."""
+    parts = []
+    for e in (err, err.__cause__):
+        if e is None:
+            continue
+        text = "\n".join(line for line in str(e).splitlines()
+                         if not re.match(r"\s*(full_key|object_type|reference_type|msg)\s*[:=]", line))
+        if text.strip() and text.strip() not in " ".join(parts):
+            parts.append(text.strip())
+    return re.sub(r"\s+", " ", " ".join(parts))[:600]
+
+
+def _classify(err: BaseException) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return EXIT_USAGE if isinstance(err, (HydraException, OmegaConfBaseException)) else EXIT_ERROR
+
+
+def _quote(value: str) -> str:
+    """Quote a value for Hydra's override grammar (paths with spaces, commas, '=' ...)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
+    """Run ``task_function`` under ``hydra.main`` for ``conf/<config_name>.yaml`` with ``hydra_args``."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from reptile_cli.config import config_dir, register_configs
+
+    register_configs()
+    if not OmegaConf.has_resolver("reptile_eval_dir"):
+        OmegaConf.register_new_resolver("reptile_eval_dir", _eval_dir)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them as one line
+    argv = sys.argv
+    sys.argv = [f"reptile-{config_name}", *hydra_args]
+    from reptile_cli.jobs import pop_error
+
+    try:
+        hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task_function)()
+        err = pop_error()
+        if err is not None:
+            raise err
+    except ReptileError as err:
+        if _trace:
+            raise
+        _fail(err.exit_code, str(err))
+    except KeyboardInterrupt:
+        _fail(3, "interrupted")
+    except Exception as err:  # Hydra's and OmegaConf's own errors, or a bug
+        if _trace:
+            raise
+        code = _classify(err)
+        prefix = "config: " if code == EXIT_USAGE else f"{type(err).__name__}: "
+        _fail(code, prefix + one_line(err) + "  (add --trace for the full traceback)")
+    finally:
+        sys.argv = argv
+
+
+def _eval_dir(checkpoint: str) -> str:
+    path = Path(checkpoint).expanduser().resolve()
+    return str((path if path.is_dir() else path.parent) / "eval")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"reptile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    trace: Annotated[bool, typer.Option("--trace", envvar="REPTILE_TRACE",
+                                        help="Show full tracebacks instead of one-line errors.")] = False,
+):
+    """Few-shot meta-learning with Reptile. Exit codes: 0 done, 1 error, 2 bad usage or config, 3 stopped
+    (resumable)."""
+    global _trace
+    _trace = trace
+
+
+def _hydra_flags(multirun: bool, cfg: str | None) -> list[str]:
+    return (["--multirun"] if multirun else []) + (["--cfg", cfg] if cfg else [])
+
+
+MULTIRUN = typer.Option("--multirun", "-m", help="Hydra multirun: sweep comma-separated values, one job each.")
+CFG = typer.Option("--cfg", help="Print the composed config (job, hydra or all) and exit without running.")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def train(
+    ctx: typer.Context,
+    multirun: Annotated[bool, MULTIRUN] = False,
+    cfg: Annotated[str | None, CFG] = None,
+):
+    """Meta-train a model. OVERRIDES use Hydra syntax, e.g. experiment=sine trainer.meta_iters=1000.
+
+    Other Hydra flags pass through (--info, --config-dir, --hydra-help). Presets: conf/experiment/.
+    """
+    from reptile_cli.jobs import train_main
+
+    run_hydra("train", train_main, _hydra_flags(multirun, cfg) + list(ctx.args))
+
+
+@app.command("eval", context_settings=PASS_THROUGH)
+def evaluate(
+    ctx: typer.Context,
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt) or run directory (uses its last.pt).")],
+    multirun: Annotated[bool, MULTIRUN] = False,
+    cfg: Annotated[str | None, CFG] = None,
+):
+    """Evaluate CHECKPOINT [CHECKPOINT_B] on N-way K-shot tasks: mean and 95% CI over tasks.
+
+    With CHECKPOINT_B both are evaluated on identical tasks, with the paired difference. OVERRIDES such as
+    eval.episodes=1000 eval.transductive=true eval.inner_state=fresh episode.shots=5; unset values come from
+    the checkpoint's training config.
+    """
+    from reptile_cli.jobs import eval_main
+
+    args = list(ctx.args)
+    paths = [checkpoint]
+    if args and "=" not in args[0] and not args[0].startswith("-"):
+        paths.append(args.pop(0))
+    for p in paths:
+        if not Path(p).exists():
+            _fail(EXIT_ERROR, f"checkpoint {p} does not exist: give a .pt file or a run directory holding last.pt")
+    overrides = [f"checkpoint={_quote(paths[0])}"] + ([f"checkpoint_b={_quote(paths[1])}"] if len(paths) > 1 else [])
+    run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args)
+
+
+# ----------------------------------------------------------------------------------------------- data
+ROOT = typer.Option("--root", help="Data root (default: $REPTILE_DATA or ~/.cache/reptile).")
+DATASETS = ("omniglot", "omniglot-splits")
+
+
+def _data_call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ReptileError as err:
+        if _trace:
+            raise
+        _fail(err.exit_code, str(err))
+    except KeyboardInterrupt:
+        _fail(3, "interrupted; nothing half-written was kept, run the command again")
+
+
+def _root(root: Path | None) -> Path:
+    from reptile_cli.data.paths import default_data_root
+
+    return (root or default_data_root()).expanduser()
+
+
+@data_app.command("download")
+def data_download(
+    dataset: Annotated[str, typer.Argument(help="omniglot, or omniglot-splits (the Vinyals split files).")],
+    variant: Annotated[str, typer.Option(help="full (1623 characters) or small (official 8-alphabet subsets).")] = "full",
+    root: Annotated[Path | None, ROOT] = None,
+    mirror: Annotated[str | None, typer.Option(
+        help="Directory, file:// or http(s):// URL holding the same file names (or $REPTILE_MIRROR).")] = None,
+    splits_mirror: Annotated[str | None, typer.Option(
+        help="Where the Vinyals split files are (or $REPTILE_SPLITS_MIRROR).")] = None,
+    resize_filter: Annotated[str, typer.Option(help="nearest (reference), lanczos, bilinear or box.")] = "nearest",
+):
+    """Fetch a dataset from its official URLs (or a mirror), verify its checksum, prepare it once."""
+    from reptile_cli.data import omniglot
+
+    if dataset not in DATASETS:
+        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset == "omniglot-splits":
+        path = _data_call(omniglot.download_splits, _root(root), splits_mirror or mirror)
+    else:
+        if variant not in omniglot.VARIANTS:
+            _fail(EXIT_USAGE, f"--variant {variant}: choose full or small")
+        path = _data_call(omniglot.download, _root(root), variant, mirror, splits_mirror=splits_mirror,
+                          resize_filter=resize_filter)
+    typer.echo(f"ready: {path}")
+
+
+@data_app.command("import")
+def data_import(
+    dataset: Annotated[str, typer.Argument(help="omniglot")],
+    paths: Annotated[list[Path], typer.Argument(help="Zips or folders of a copy you already have.")],
+    root: Annotated[Path | None, ROOT] = None,
+    resize_filter: Annotated[str, typer.Option(help="nearest (reference), lanczos, bilinear or box.")] = "nearest",
+):
+    """Prepare a copy you already have (zips or extracted folders), checking its structure."""
+    from reptile_cli.data import omniglot
+
+    if dataset != "omniglot":
+        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose omniglot")
+    _, report = _data_call(omniglot.import_copy, _root(root), list(paths), resize_filter=resize_filter)
+    for line in report.summary():
+        typer.echo(line)
+
+
+@data_app.command("list")
+def data_list(root: Annotated[Path | None, ROOT] = None):
+    """List the prepared datasets under the data root."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reptile_cli.data import omniglot
+
+    rows = _data_call(omniglot.list_prepared, _root(root))
+    table = Table(title=f"prepared datasets in {_root(root)}")
+    for col in ("file", "variant", "classes", "images", "filter", "size"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(Path(r["path"]).name, str(r["variant"]), str(r["classes"]), str(r["images"]),
+                      str(r["resize_filter"]), f"{r['size_bytes'] / 1e6:.1f} MB")
+    Console().print(table if rows else f"no prepared datasets in {_root(root)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Few-shot evaluation: adapt a copy of the model on each task's support set, score its query set, and
+summarise the per-task scores as a mean with a 95% confidence interval.
+
+Protocol (reference implementation; REFERENCE.md "Evaluation"):
+- each task starts from the trained weights and, with ``eval.inner_state=checkpoint``, from the inner
+  optimizer state saved with them (``fresh``: a new optimizer); ``eval.inner_steps`` steps of
+  ``eval.inner_batch_size`` support examples; nothing of the trained model or its saved state changes.
+- non-transductive: each query image is classified in one batch together with the whole support set, so batch
+  norm never mixes query images; transductive: all query images pass as one batch. Both are computed after
+  adaptation (the adaptation is the same); ``eval.transductive`` picks the headline one.
+- the CI is the usual few-shot convention: mean +- 1.96 * sample std / sqrt(tasks) over per-task scores
+  (normal approximation to the sampling distribution of the mean over tasks).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from reptile_cli import rng
+from reptile_cli.data.episodes import EvalTask
+from reptile_cli.progress import progress_bar
+from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.reptile import Params, adapt, inner_batches, loss_fn, set_params
+from reptile_cli.rundir import write_json
+
+Z95 = 1.96
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width ``1.96 * s / sqrt(n)``, s the sample std (n - 1); CI is nan for one value.
+
+    Example: ``[0.4] * 300 + [0.6] * 300`` -> ``(0.5, 0.008008...)``.
+    """
+    t = torch.tensor(list(values), dtype=torch.float64)
+    if len(t) == 0:
+        return math.nan, math.nan
+    ci = Z95 * float(t.std(unbiased=True)) / math.sqrt(len(t)) if len(t) > 1 else math.nan
+    return float(t.mean()), ci
+
+
+@dataclass
+class EvalResult:
+    """Per-task scores of one evaluation and their summaries.
+
+    ``after``/``before``: the headline metric per task, after and before adaptation (accuracy in [0, 1] or
+    MSE). ``other``: classification only, the other protocol's accuracy after adaptation.
+    """
+
+    metric: str
+    protocol: str
+    after: list[float] = field(default_factory=list)
+    before: list[float] = field(default_factory=list)
+    other: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        mean, ci = summarize(self.after)
+        out = {"metric": self.metric, "protocol": self.protocol, "mean": mean, "ci95": ci,
+               "episodes": len(self.after)}
+        out["before_adaptation"] = dict(zip(("mean", "ci95"), summarize(self.before)))
+        if self.other:
+            other = "transductive" if self.protocol == "non_transductive" else "non_transductive"
+            out[other] = dict(zip(("mean", "ci95"), summarize(self.other)))
+        return out
+
+
+def score(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Accuracy (argmax of logits ``[Q, N]`` vs labels ``[Q]``) or MSE (``[Q, 1]`` vs ``[Q, 1]``)."""
+    if kind == "classification":
+        return float((outputs.argmax(-1) == targets).double().mean())
+    return float(((outputs.double() - targets.double()) ** 2).mean())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: EvalTask, transductive: bool) -> torch.Tensor:
+    """Query outputs ``[Q, ...]``: all queries in one batch, or each query with the whole support set."""
+    if transductive:
+        return model(task.query_x)
+    return torch.cat([model(torch.cat([task.support_x, q[None]]))[-1:] for q in task.query_x])
+
+
+class Evaluator:
+    """Sequential reference evaluation: one task after another on a working copy of the model.
+
+    Args:
+        family: the task family (``eval_task(split, seed, index)``).
+        model: a model of the right architecture; it is copied, never modified.
+        trainer_cfg: for the inner optimizer (``inner_optimizer``, ``inner_lr``, Adam betas).
+        eval_cfg: ``inner_steps``, ``inner_batch_size``, ``transductive``, ``inner_state``.
+        device, dtype: where tasks are moved.
+        autocast: optional forward-pass context factory (bf16).
+    """
+
+    def __init__(self, family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):
+        self.family, self.trainer_cfg, self.cfg = family, trainer_cfg, eval_cfg
+        self.work = copy.deepcopy(model)
+        self.device, self.dtype, self.autocast = device, dtype, autocast
+        self.kind = family.kind
+
+    def _to(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device)
+        return t.to(self.dtype) if t.is_floating_point() else t
+
+    def run_task(self, params: Params, optimizer_state: dict | None, split: str, seed: int, index: int):
+        """Adapt on task ``index`` of ``split``; returns (before, after, other protocol or None)."""
+        task = self.family.eval_task(split, seed, index)
+        task = EvalTask(*(self._to(t) for t in (task.support_x, task.support_y, task.query_x, task.query_y)))
+        set_params(self.work, params)
+        transductive = bool(self.cfg.transductive) or self.kind != "classification"
+        before = score(self.kind, predict(self.work, task, transductive), task.query_y)
+        optimizer = InnerOptimizer(self.work, self.trainer_cfg)
+        if self.cfg.inner_state == "checkpoint" and optimizer_state:
+            optimizer.load_state_dict(optimizer_state)
+        g = rng.generator(seed, f"eval/{split}/inner", 0, index)
+        batches = inner_batches(len(task.support_x), self.cfg.inner_batch_size, self.cfg.inner_steps, g)
+        adapt(self.work, optimizer, task.support_x, task.support_y, batches, loss_fn(self.kind), self.autocast)
+        after = score(self.kind, predict(self.work, task, transductive), task.query_y)
+        other = None
+        if self.kind == "classification":
+            other = score(self.kind, predict(self.work, task, not transductive), task.query_y)
+        return before, after, other
+
+    def evaluate(self, params: Params, optimizer_state: dict | None, split: str, episodes: int, seed: int,
+                 progress: bool = True, label: str = "eval") -> EvalResult:
+        """Evaluate ``episodes`` tasks of ``split`` (tasks 0..episodes-1 of stream (seed, split)).
+
+        Args:
+            params: the trained weights (not modified).
+            optimizer_state: the saved inner optimizer ``state_dict`` (deep-copied per task), or None.
+
+        Returns:
+            :class:`EvalResult` with one score per task, in task order.
+        """
+        protocol = "transductive" if self.cfg.transductive else "non_transductive"
+        if self.kind != "classification":
+            protocol = "query_set"
+        result = EvalResult(metric=self.family.metric, protocol=protocol)
+        with progress_bar(episodes, f"{label} {split}", enabled=progress) as bar:
+            for i in range(episodes):
+                before, after, other = self.run_task(params, optimizer_state, split, seed, i)
+                result.before.append(before)
+                result.after.append(after)
+                if other is not None:
+                    result.other.append(other)
+                bar.advance(f"{self.family.metric} {sum(result.after) / len(result.after):.4f}")
+        return result
+
+
+def task_settings(cfg) -> dict:
+    """The settings that define an evaluation's tasks and adaptation, for ``eval.json``."""
+    e = cfg.eval
+    return {"dataset": cfg.dataset.name, "split_scheme": cfg.dataset.split, "split_seed": cfg.dataset.split_seed,
+            "ways": cfg.episode.ways, "shots": cfg.episode.shots, "query_shots": cfg.episode.query_shots,
+            "transductive": bool(e.transductive), "inner_steps": e.inner_steps,
+            "inner_batch_size": e.inner_batch_size, "inner_state": str(getattr(e.inner_state, "value", e.inner_state)),
+            "inner_optimizer": str(cfg.trainer.inner_optimizer.value if hasattr(cfg.trainer.inner_optimizer, "value")
+                                   else cfg.trainer.inner_optimizer), "inner_lr": cfg.trainer.inner_lr,
+            "seed": e.seed}
+
+
+def write_eval_json(path, summary: dict, *, split: str, checkpoint, iteration: int, cfg, **extra) -> None:
+    """Write ``eval.json``: metric, mean, ci95 (1.96 * s / sqrt(n) over tasks), episodes, task settings,
+    checkpoint path and iteration, plus ``extra`` (per-task scores, a paired comparison)."""
+    write_json(path, {**summary, "split": split, "ci_method": "1.96 * sample std / sqrt(episodes), over tasks",
+                      "settings": task_settings(cfg), "checkpoint": str(checkpoint), "iteration": iteration,
+                      **extra})

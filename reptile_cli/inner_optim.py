@@ -1,0 +1,88 @@
+"""The inner-loop optimizers (Adam with the paper's beta1 = 0, or plain SGD), with checkpoint-safe state.
+
+Same update as ``torch.optim.Adam`` / ``torch.optim.SGD`` (tests compare them in float64), written with
+multi-tensor ``torch._foreach_*`` kernels: on the small convolutions of the paper's models the per-tensor
+bookkeeping of ``torch.optim`` costs about a fifth of an inner step on a CPU. The state is a plain dict of
+tensors and numbers, so checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class InnerOptimizer:
+    """Adam or SGD over a model's parameters.
+
+    Adam (Kingma & Ba 2015; the paper's inner optimizer with beta1 = 0):
+    ``m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  p <- p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)``.
+
+    Args:
+        model: the network whose parameters (with ``.grad``) are updated in place.
+        trainer_cfg: ``inner_optimizer`` (adam, sgd), ``inner_lr``, ``adam_beta1``, ``adam_beta2``, ``adam_eps``.
+    """
+
+    def __init__(self, model: nn.Module, trainer_cfg):
+        self.kind = str(getattr(trainer_cfg.inner_optimizer, "value", trainer_cfg.inner_optimizer))
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = [p for _, p in model.named_parameters()]
+        self.lr = float(trainer_cfg.inner_lr)
+        if self.kind == "adam":
+            self.betas = (float(trainer_cfg.adam_beta1), float(trainer_cfg.adam_beta2))
+            self.eps = float(trainer_cfg.adam_eps)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh state: step 0, zero moment estimates."""
+        self.step_count = 0
+        if self.kind == "adam":
+            self.exp_avg = [torch.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from the parameters' ``.grad``."""
+        grads = [p.grad for p in self.params]
+        self.step_count += 1
+        if self.kind == "sgd":
+            torch._foreach_add_(self.params, grads, alpha=-self.lr)
+            return
+        b1, b2 = self.betas
+        torch._foreach_lerp_(self.exp_avg, grads, 1.0 - b1)
+        torch._foreach_mul_(self.exp_avg_sq, b2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1.0 - b2)
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, math.sqrt(1.0 - b2 ** self.step_count))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(self.params, self.exp_avg, denom, value=-self.lr / (1.0 - b1 ** self.step_count))
+
+    def state_dict(self) -> dict:
+        """``{"kind", "step", "exp_avg": {name: tensor}, "exp_avg_sq": {...}}`` (copies, on the CPU)."""
+        state = {"kind": self.kind, "step": self.step_count}
+        if self.kind == "adam":
+            state["exp_avg"] = {n: t.detach().cpu().clone() for n, t in zip(self.names, self.exp_avg)}
+            state["exp_avg_sq"] = {n: t.detach().cpu().clone() for n, t in zip(self.names, self.exp_avg_sq)}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy a :meth:`state_dict` in (never aliases it, so the source stays unchanged).
+
+        Raises:
+            ValueError: the state belongs to another optimizer kind or another model.
+        """
+        if state.get("kind") != self.kind:
+            raise ValueError(f"inner optimizer state is for {state.get('kind')!r}, not {self.kind!r}")
+        self.step_count = int(state["step"])
+        if self.kind == "adam":
+            for key in ("exp_avg", "exp_avg_sq"):
+                if set(state[key]) != set(self.names):
+                    raise ValueError("inner optimizer state does not match the model's parameters")
+                setattr(self, key, [state[key][n].to(p.device, p.dtype, copy=True) for n, p in
+                                    zip(self.names, self.params)])

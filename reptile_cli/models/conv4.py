@@ -1,0 +1,85 @@
+"""The 4-layer convolutional network of the paper's image experiments (REFERENCE.md "Models").
+
+Omniglot: 4 x [conv 3x3, 64 filters, stride 2, 'same' -> batch norm -> ReLU], 28->14->7->4->2, linear 256 -> N.
+Mini-ImageNet: 4 x [conv 3x3, 32 filters, stride 1, 'same' -> batch norm -> max-pool 2x2/2 'same' -> ReLU],
+84->42->21->11->6, linear 1152 -> N.
+
+'same' padding follows TensorFlow (the reference implementation): when the total padding is odd, the extra
+row and column go at the bottom and right. Batch norm never keeps running statistics: it always normalises
+with the current batch, at training and test time (REFERENCE.md), which is also what lets the inner loop be
+written as a pure function of the parameters. Weights start as TensorFlow's defaults (Glorot-uniform kernels,
+zero biases, batch-norm scale 1 and offset 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'same' padding (before, after) for one spatial dimension; output is ceil(size / stride)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvBlock(nn.Module):
+    """conv 3x3 ('same') -> batch norm (batch statistics) -> [max-pool 2x2 'same'] -> ReLU.
+
+    Input ``[B, C_in, H, W]`` -> output ``[B, C_out, ceil(H / s), ceil(W / s)]`` with s = stride, or halved
+    again (rounded up) with max-pool.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, size: int, stride: int, max_pool: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride)
+        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
+        self.pad = same_padding(size, 3, stride)
+        self.max_pool = max_pool
+        nn.init.xavier_uniform_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before, after = self.pad
+        x = self.norm(self.conv(F.pad(x, (before, after, before, after))))
+        if self.max_pool:
+            x = F.max_pool2d(x, 2, 2, ceil_mode=True)  # ceil_mode == TF 'same' for a 2x2/2 window
+        return F.relu(x)
+
+
+class Conv4(nn.Module):
+    """Four :class:`ConvBlock` and a linear classifier.
+
+    Args:
+        ways: number of output logits N.
+        in_channels: 1 (Omniglot) or 3 (Mini-ImageNet).
+        image_size: input height = width (28 or 84).
+        filters: channels of every conv layer (64 Omniglot, 32 Mini-ImageNet).
+        stride: conv stride (2 Omniglot, 1 Mini-ImageNet).
+        max_pool: max-pool after each batch norm (Mini-ImageNet).
+
+    Forward: ``[B, C, H, W]`` float -> logits ``[B, ways]``.
+    """
+
+    def __init__(self, ways: int, in_channels: int = 1, image_size: int = 28, filters: int = 64,
+                 stride: int = 2, max_pool: bool = False):
+        super().__init__()
+        blocks, size, channels = [], image_size, in_channels
+        for _ in range(4):
+            blocks.append(ConvBlock(channels, filters, size, stride, max_pool))
+            size = math.ceil(size / stride)
+            if max_pool:
+                size = math.ceil(size / 2)
+            channels = filters
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_size = filters * size * size
+        self.head = nn.Linear(self.feature_size, ways)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x).flatten(1))

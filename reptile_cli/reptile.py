@@ -1,0 +1,141 @@
+"""The Reptile maths: inner-loop adaptation, the meta-update and the meta step size schedule. No I/O.
+
+Paper: Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms" (arXiv:1803.02999),
+Algorithm 2 (batched Reptile) and section 5 (first-order MAML). Semantics of the reference implementation:
+the inner optimizer (Adam with beta1 = 0) keeps its moment estimates from one training task to the next;
+only the model weights are restored between tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reptile_cli.inner_optim import InnerOptimizer
+
+Params = dict[str, torch.Tensor]
+
+
+def meta_step_size(iteration: int, total: int, initial: float, final: float) -> float:
+    """Linearly annealed epsilon: ``(i/N) * final + (1 - i/N) * initial`` (reference run_*.py; paper 1.0 -> 0).
+
+    Args:
+        iteration: 0-based meta-iteration i.
+        total: meta-iterations N of the run.
+    """
+    frac = iteration / total
+    return frac * final + (1.0 - frac) * initial
+
+
+def inner_batches(num_examples: int, batch_size: int, num_batches: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """Index batches for the inner loop: a walk through shuffled passes over the task's examples.
+
+    Each pass is a fresh permutation; a batch may span the end of one pass and the start of the next
+    (reference ``_mini_batches`` without replacement), so no example repeats until all were used.
+
+    Returns:
+        ``num_batches`` int64 tensors of ``batch_size`` indices each.
+
+    Raises:
+        ValueError: a non-positive size.
+    """
+    if batch_size < 1 or num_batches < 1 or num_examples < 1:
+        raise ValueError("inner batches need positive sizes")
+    needed = batch_size * num_batches
+    passes = -(-needed // num_examples)
+    order = torch.cat([torch.randperm(num_examples, generator=generator) for _ in range(passes)])
+    return list(order[:needed].view(num_batches, batch_size))
+
+
+def loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy for classification (logits ``[B, N]``, labels ``[B]``), MSE for regression."""
+    return F.cross_entropy if kind == "classification" else F.mse_loss
+
+
+def get_params(model: nn.Module) -> Params:
+    """A detached copy of every parameter (the model has no buffers: batch norm keeps no statistics)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def set_params(model: nn.Module, params: Params) -> None:
+    """Copy ``params`` into the model in place (optimizer state keyed by parameter stays attached)."""
+    for n, p in model.named_parameters():
+        p.copy_(params[n])
+
+
+def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch.Tensor,
+          batches: list[torch.Tensor], loss: Callable, autocast=None) -> tuple[float, Params | None]:
+    """Run the inner loop in place: one optimizer step per index batch of ``(x, y)``.
+
+    Args:
+        x: inputs ``[n, ...]``; y: targets ``[n]`` or ``[n, 1]``.
+        batches: index tensors from :func:`inner_batches`.
+        autocast: optional context factory for the forward pass (bf16).
+
+    Returns:
+        (loss of the last step, parameters just before the last step, for FOMAML).
+    """
+    before_last = None
+    last = 0.0
+    for i, b in enumerate(batches):
+        if i == len(batches) - 1:
+            before_last = get_params(model)
+        optimizer.zero_grad()
+        if autocast is None:
+            value = loss(model(x[b]), y[b])
+        else:
+            with autocast():
+                value = loss(model(x[b]).float(), y[b])
+        value.backward()
+        optimizer.step()
+        last = float(value.detach())
+    return last, before_last
+
+
+@torch.no_grad()
+def meta_update(theta: Params, targets: Params, eps: float) -> Params:
+    """Reptile: ``theta + eps * (target - theta)``, with ``target`` the mean adapted weights (Algorithm 2)."""
+    return {n: theta[n] + eps * (targets[n] - theta[n]) for n in theta}
+
+
+@torch.no_grad()
+def fomaml_update(theta: Params, last_steps: Params, eps: float) -> Params:
+    """First-order MAML: ``theta + eps * g`` with ``g`` the mean last-step difference (paper section 5)."""
+    return {n: theta[n] + eps * last_steps[n] for n in theta}
+
+
+def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: list, batches: list,
+                         algorithm: str, eps: float, kind: str, autocast=None) -> float:
+    """One outer-loop iteration on the reference (sequential) path, updating ``model`` in place.
+
+    Each task starts from theta with the optimizer state left by the previous task (reference semantics);
+    the model is restored to theta after each task.
+
+    Args:
+        tasks: the meta-batch, :class:`reptile_cli.data.episodes.Task` each.
+        batches: per task, its list of inner index batches.
+        algorithm: ``reptile`` or ``fomaml``.
+        eps: meta step size of this iteration.
+
+    Returns:
+        mean over tasks of the last inner step's loss.
+    """
+    theta = get_params(model)
+    total = {n: torch.zeros_like(p) for n, p in theta.items()}
+    losses = []
+    for task, task_batches in zip(tasks, batches):
+        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast)
+        losses.append(last)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                total[n] += p - before_last[n] if algorithm == "fomaml" else p
+        set_params(model, theta)
+    mean = {n: t / len(tasks) for n, t in total.items()}
+    update = fomaml_update if algorithm == "fomaml" else meta_update
+    set_params(model, update(theta, mean, eps))
+    return sum(losses) / len(losses)

@@ -1,0 +1,220 @@
+"""The training loop: set up or resume, then meta-iterations with logging, validation and checkpoints.
+
+Per meta-iteration (paper Algorithm 2): draw ``meta_batch_size`` tasks from the counter-based stream
+(seed, "train", iteration, task), adapt to each with ``inner_steps`` inner-optimizer steps, then move the
+weights towards the mean adapted weights by the annealed meta step size. See :mod:`reptile_cli.reptile`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from reptile_cli import rng
+from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from reptile_cli.config import to_plain
+from reptile_cli.data.datasets import build_task_family
+from reptile_cli.device import precision, resolve_device, seeded
+from reptile_cli.errors import EXIT_STOPPED, ConfigError, ReptileError
+from reptile_cli.evaluate import Evaluator, write_eval_json
+from reptile_cli.models import build_model
+from reptile_cli.progress import progress_bar
+from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.reptile import (
+    get_params,
+    inner_batches,
+    meta_step_size,
+    sequential_meta_step,
+)
+from reptile_cli.rundir import MetricsLog, provenance, write_json, write_state
+
+
+log = logging.getLogger("reptile")
+
+
+class Stopped(ReptileError):
+    """Training stopped on a signal or ``trainer.max_time``; ``last.pt`` was written (exit code 3)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_STOPPED)
+
+
+def check_trainer(t) -> None:
+    """Reject settings that cannot run, before any work (one line naming the key)."""
+    for key in ("meta_iters", "meta_batch_size", "inner_steps", "inner_batch_size", "checkpoint_every",
+                "log_every", "val_tasks"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"trainer.{key}={getattr(t, key)}: must be at least 1")
+    if t.eval_every < 0:
+        raise ConfigError(f"trainer.eval_every={t.eval_every}: must be 0 (end only) or positive")
+    if not t.inner_lr > 0 or not math.isfinite(t.inner_lr):
+        raise ConfigError(f"trainer.inner_lr={t.inner_lr}: must be a positive finite number")
+    if t.path != "sequential":
+        raise ConfigError(f"trainer.path={t.path.value}: only the sequential path is available in this version")
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Accuracy: higher is better; MSE: lower is better."""
+    return old is None or (new > old if metric == "acc" else new < old)
+
+
+class Trainer:
+    """One training run in ``run_dir`` from a composed ``train`` config.
+
+    Raises (from :meth:`run`):
+        ConfigError / DataError: bad settings or data, before any iteration.
+        Stopped: a signal or the time budget ended the run; ``last.pt`` holds the last finished iteration.
+        ReptileError: the loss or weights became non-finite (the last good checkpoint is kept).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        check_trainer(cfg.trainer)
+        self.device = resolve_device(cfg.device)
+        self.dtype, self.autocast = precision(cfg.dtype, self.device)
+        self.family = build_task_family(cfg.dataset, cfg.episode)
+        with seeded(rng.derive_seed(cfg.seed, "init")):
+            self.model = build_model(cfg.model, self.family.ways)
+        self.model.to(self.device, self.dtype)
+        self.optimizer = InnerOptimizer(self.model, cfg.trainer)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.iteration, self.best, self.best_iteration = 0, None, None
+        self.stop_reason: str | None = None
+
+    # -------------------------------------------------------------------------------- state and files
+    def state(self) -> dict:
+        return {"iteration": self.iteration, "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+                "inner_optimizer": self.optimizer.state_dict(), "config": to_plain(self.cfg),
+                "best_metric": self.best, "best_iteration": self.best_iteration, "seed": int(self.cfg.seed),
+                "rng_scheme": rng.SCHEME, "task": {"kind": self.family.kind, "ways": self.family.ways,
+                                                   "metric": self.family.metric},
+                "dataset_checksum": self.family.checksum}
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / name
+        save_checkpoint(path, self.state())
+        return path
+
+    def resume_from(self, where: str) -> None:
+        """Continue from ``last.pt`` of a run directory (or a checkpoint file): weights, optimizer, counters."""
+        ckpt = load_checkpoint(where)
+        if ckpt["config"].get("model") != to_plain(self.cfg)["model"]:
+            raise ConfigError(f"trainer.resume={where}: its model differs from this config's; resume with the "
+                              f"same model settings")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["inner_optimizer"])
+        self.iteration, self.best, self.best_iteration = ckpt["iteration"], ckpt["best_metric"], ckpt["best_iteration"]
+        self.metrics.truncate(self.iteration)
+
+    # -------------------------------------------------------------------------------- validation
+    def validate(self, episodes: int, label: str):
+        evaluator = Evaluator(self.family, self.model, self.cfg.trainer, self.cfg.eval, self.device, self.dtype,
+                              self.autocast)
+        return evaluator.evaluate(get_params(self.model), self.optimizer.state_dict(), "val", episodes,
+                                  self.cfg.eval.seed, progress=self.cfg.trainer.progress, label=label)
+
+    def record_validation(self, result) -> dict:
+        summary = result.summary()
+        metric = self.family.metric
+        record = {"iteration": self.iteration, f"val/{metric}": summary["mean"], f"val/{metric}_ci95": summary["ci95"],
+                  "val/episodes": summary["episodes"]}
+        self.metrics.append(record)
+        if better(metric, summary["mean"], self.best):
+            self.best, self.best_iteration = summary["mean"], self.iteration
+            self.save("best.pt")
+        return summary
+
+    # -------------------------------------------------------------------------------- the loop
+    def _handle_signal(self, signum, frame) -> None:
+        self.stop_reason = signal.Signals(signum).name
+
+    def run(self) -> dict:
+        """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation)."""
+        cfg, t = self.cfg, self.cfg.trainer
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(self.run_dir / "provenance.json",
+                   provenance(self.device, str(cfg.dtype.value), self.family.checksum, path=t.path.value))
+        if t.resume:
+            self.resume_from(str(self.run_dir) if t.resume == "auto" else t.resume)
+        else:
+            self.save("init.pt")
+        write_state(self.run_dir, "running", iteration=self.iteration)
+        has_val = "val" in self.family.splits
+        old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._handle_signal)
+        try:
+            self._loop(has_val)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        summary = {}
+        if has_val:
+            summary = self.record_validation(self.validate(cfg.eval.val_episodes, "final validation"))
+            write_eval_json(self.run_dir / "eval.json", summary, split="val", checkpoint=self.run_dir / "last.pt",
+                            iteration=self.iteration, cfg=cfg)
+        write_state(self.run_dir, "completed", iteration=self.iteration, best_metric=self.best,
+                    best_iteration=self.best_iteration)
+        return summary
+
+    def _loop(self, has_val: bool) -> None:
+        cfg, t = self.cfg, self.cfg.trainer
+        start_time, losses = time.time(), []
+        log_time = start_time
+        with progress_bar(t.meta_iters, "train", enabled=t.progress, completed=self.iteration) as bar:
+            while self.iteration < t.meta_iters:
+                it = self.iteration
+                eps = meta_step_size(it, t.meta_iters, t.meta_step_size, t.meta_step_size_final)
+                tasks, batches = [], []
+                for i in range(t.meta_batch_size):
+                    task = self.family.train_task(cfg.seed, it, i)
+                    task.x, task.y = task.x.to(self.device, self.dtype), task.y.to(self.device)
+                    if task.y.is_floating_point():
+                        task.y = task.y.to(self.dtype)
+                    tasks.append(task)
+                    batches.append(inner_batches(len(task.x), t.inner_batch_size, t.inner_steps,
+                                                 rng.generator(cfg.seed, "inner", it, i)))
+                loss = sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
+                                            self.family.kind, self.autocast)
+                if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
+                    raise ReptileError(f"training diverged at iteration {it + 1} (loss {loss}): lower "
+                                       f"trainer.inner_lr or trainer.meta_step_size; last good checkpoint kept in "
+                                       f"{self.run_dir}")
+                self.iteration = it + 1
+                losses.append(loss)
+                bar.advance(f"loss {loss:.4f}")
+                if self.iteration % t.log_every == 0 or self.iteration == t.meta_iters:
+                    elapsed, mean_loss = time.time() - start_time, sum(losses) / len(losses)
+                    self.metrics.append({"iteration": self.iteration, "train/loss": mean_loss,
+                                         "train/meta_step_size": eps, "time/elapsed_s": round(elapsed, 3)})
+                    log.info("iteration %d/%d  train/loss %.4f  epsilon %.4f  %.2f it/s", self.iteration,
+                             t.meta_iters, mean_loss, eps, len(losses) / max(time.time() - log_time, 1e-9))
+                    losses, log_time = [], time.time()
+                if has_val and t.eval_every and self.iteration % t.eval_every == 0 and self.iteration < t.meta_iters:
+                    self.record_validation(self.validate(t.val_tasks, "validation"))
+                if self.iteration % t.checkpoint_every == 0 or self.iteration == t.meta_iters:
+                    self.save("last.pt")
+                if self.stop_reason is None and t.max_time and time.time() - start_time > t.max_time:
+                    self.stop_reason = f"trainer.max_time={t.max_time:g}s"
+                if self.stop_reason and self.iteration < t.meta_iters:
+                    self.save("last.pt")
+                    write_state(self.run_dir, "stopped", iteration=self.iteration, reason=self.stop_reason)
+                    raise Stopped(f"stopped by {self.stop_reason} at iteration {self.iteration}; resume with: "
+                                  f"reptile train {resume_hint(self.run_dir)}")
+
+
+def resume_hint(run_dir: Path) -> str:
+    """The arguments that resume a run in place: its original overrides, ``trainer.resume=auto``, its folder."""
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+    kept = [shlex.quote(str(o)) for o in overrides if not str(o).startswith(("trainer.resume=", "hydra.run.dir="))]
+    return " ".join(kept + ["trainer.resume=auto", shlex.quote(f"hydra.run.dir={run_dir}")])

@@ -1,0 +1,121 @@
+"""The real entry point on a tiny budget: train, eval, multirun, and one-line errors for bad input."""
+
+import json
+
+import pytest
+import torch
+
+from reptile_cli.checkpoint import load_checkpoint
+
+SINE_SMALL = ["experiment=sine", "trainer.meta_iters=300", "trainer.eval_every=100", "trainer.val_tasks=10",
+              "eval.val_episodes=20", "trainer.checkpoint_every=100", "trainer.log_every=50",
+              "trainer.progress=false"]
+
+
+def test_version_and_help(cli):
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip().startswith("reptile ")
+    for cmd in (["--help"], ["train", "--help"], ["eval", "--help"], ["data", "--help"]):
+        r = cli(*cmd)
+        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+
+
+def test_print_config_without_running(cli, tmp_path):
+    r = cli("train", "--cfg", "job", "experiment=sine", cwd=tmp_path)
+    assert r.returncode == 0 and "inner_lr: 0.02" in r.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("trainer.inner_lrr=0.1", "inner_lrr"),
+    ("trainer.inner_lr=abc", "inner_lr"),
+    ("experiment=nope", "experiment/nope"),
+    ("device=tpu", "tpu"),
+    ("trainer.meta_iters=0", "trainer.meta_iters=0"),
+])
+def test_bad_override_is_one_line(cli, tmp_path, override, needle):
+    r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_trace_switch_shows_the_traceback(cli, tmp_path):
+    r = cli("--trace", "train", "experiment=sine", "trainer.inner_lrr=1", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_train_then_eval_sine(cli, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", *SINE_SMALL, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "init.pt", "last.pt", "best.pt", "eval.json",
+                 "state.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "state.json").read_text())["state"] == "completed"
+    val = json.loads((run / "eval.json").read_text())
+    assert val["split"] == "val" and val["metric"] == "mse" and val["episodes"] == 20
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics if "train/loss" in m] == [50, 100, 150, 200, 250, 300]
+    assert [m["iteration"] for m in metrics if "val/mse" in m] == [100, 200, 300]
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["versions"]["torch"] and prov["device"]["type"] == "cpu" and prov["dataset_checksum"]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["iteration"] == 300 and ckpt["config"]["trainer"]["meta_iters"] == 300
+    assert load_checkpoint(run / "init.pt")["iteration"] == 0
+
+    out = tmp_path / "eval.json"
+    r = cli("eval", str(run / "last.pt"), "eval.episodes=50", f"output={out}", "trainer.progress=false",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["split"] == "test" and result["episodes"] == 50 and len(result["per_task"]) == 50
+    assert result["mean"] < result["before_adaptation"]["mean"]
+    assert result["settings"]["inner_steps"] == 32 and result["iteration"] == 300
+    # evaluation leaves the checkpoint untouched
+    assert torch.equal(load_checkpoint(run / "last.pt")["model"]["net.0.weight"], ckpt["model"]["net.0.weight"])
+
+
+def test_same_seed_same_weights(cli, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        r = cli("train", *SINE_SMALL, "trainer.meta_iters=50", "eval.val_episodes=5", f"hydra.run.dir={tmp_path / name}",
+                cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        runs.append(load_checkpoint(tmp_path / name / "last.pt")["model"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_multirun_2x2(cli, tmp_path):
+    r = cli("train", "-m", *SINE_SMALL, "trainer.meta_iters=40", "trainer.eval_every=0", "eval.val_episodes=5",
+            "trainer.inner_lr=0.01,0.02", "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        assert (job / "last.pt").is_file() and (job / "metrics.jsonl").is_file()
+        assert json.loads((job / "state.json").read_text())["state"] == "completed"
+        cfg = load_checkpoint(job / "last.pt")["config"]
+        assert isinstance(cfg["trainer"]["inner_lr"], float) and isinstance(cfg["seed"], int)
+        seen.add((cfg["trainer"]["inner_lr"], cfg["seed"]))
+    assert seen == {(0.01, 0), (0.01, 1), (0.02, 0), (0.02, 1)}
+
+
+def test_multirun_failed_job_is_recorded(cli, tmp_path):
+    """A job that fails records state failed and the sweep goes on to the next job."""
+    r = cli("train", "-m", *SINE_SMALL, "trainer.meta_iters=20", "trainer.eval_every=0", "eval.val_episodes=5",
+            "episode.shots=10,99", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    states = {json.loads((tmp_path / "sweep" / n / "state.json").read_text())["state"] for n in ("0", "1")}
+    assert states == {"completed", "failed"}
+
+
+def test_eval_bad_inputs(cli, tmp_path):
+    r = cli("eval", str(tmp_path / "missing.pt"), cwd=tmp_path)
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage" * 100)
+    r = cli("eval", str(junk), cwd=tmp_path)
+    assert r.returncode == 1 and "junk.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,73 @@
+"""Config composition: every preset composes with the typed schemas; bad keys and types fail up front."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from reptile_cli.config import config_dir, register_configs
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_presets_exist():
+    assert {"sine", "omniglot_5w1s", "omniglot_5w5s", "omniglot_20w1s", "omniglot_20w5s"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment):
+    cfg = compose_train([f"experiment={experiment}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert cfg.name == experiment
+
+
+@pytest.mark.parametrize("name,ways,shots,steps,batch,lr,iters,eval_batch", [
+    ("omniglot_5w1s", 5, 1, 5, 10, 0.001, 100_000, 5),
+    ("omniglot_5w5s", 5, 5, 5, 10, 0.001, 100_000, 5),
+    ("omniglot_20w1s", 20, 1, 10, 20, 0.0005, 200_000, 10),
+    ("omniglot_20w5s", 20, 5, 10, 20, 0.0005, 200_000, 10),
+])
+def test_paper_hyperparameters(name, ways, shots, steps, batch, lr, iters, eval_batch):
+    """The appendix table of the paper (REFERENCE.md), cell by cell."""
+    c = compose_train([f"experiment={name}"])
+    assert (c.episode.ways, c.episode.shots, c.episode.train_shots, c.episode.query_shots) == (ways, shots, 10, 1)
+    t = c.trainer
+    assert (t.inner_steps, t.inner_batch_size, t.inner_lr, t.meta_iters) == (steps, batch, lr, iters)
+    assert (t.meta_batch_size, t.meta_step_size, t.meta_step_size_final, t.adam_beta1) == (5, 1.0, 0.0, 0.0)
+    assert (c.eval.inner_steps, c.eval.inner_batch_size, c.eval.episodes) == (50, eval_batch, 10_000)
+    assert c.model.name == "conv4" and c.model.filters == 64 and c.model.stride == 2
+
+
+def test_sine_preset_is_the_papers_recipe():
+    c = compose_train(["experiment=sine"])
+    t = c.trainer
+    assert (t.inner_optimizer, t.inner_lr, t.inner_steps, t.inner_batch_size) == ("sgd", 0.02, 5, 10)
+    assert (t.meta_step_size, t.meta_step_size_final, t.meta_iters, t.meta_batch_size) == (0.1, 0.0, 30_000, 1)
+    assert (c.eval.inner_steps, c.episode.shots, c.dataset.num_points) == (32, 10, 50)
+    assert list(c.model.hidden) == [64, 64] and c.model.activation == "tanh"
+
+
+def test_typed_values():
+    c = compose_train(["trainer.inner_lr=1", "seed=3"])
+    assert isinstance(c.trainer.inner_lr, float) and c.trainer.inner_lr == 1.0
+
+
+@pytest.mark.parametrize("override", ["trainer.inner_lrr=0.1", "trainer.inner_lr=abc", "device=tpu",
+                                      "experiment=nope", "trainer.inner_optimizer=adamw"])
+def test_bad_override_fails_at_compose(override):
+    with pytest.raises(Exception):
+        compose_train([override])
+
+
+def test_configs_ship_inside_the_package():
+    """The wheel maps conf/ to reptile_cli/conf (pyproject); config_dir() finds the checkout copy first."""
+    assert config_dir() == Path(__file__).resolve().parents[1] / "conf"

@@ -1,0 +1,74 @@
+"""Omniglot end to end on the real small archives from the shared mirror: download, train, evaluate."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from reptile_cli.checkpoint import load_checkpoint
+from tests.conftest import REPO, SHARED_DATA
+
+MIRROR = SHARED_DATA / "omniglot"
+pytestmark = pytest.mark.skipif(not (MIRROR / "images_background_small1.zip").is_file(),
+                                reason="shared Omniglot mirror not present")
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    r = subprocess.run([sys.executable, "-m", "reptile_cli", "data", "download", "omniglot", "--variant", "small",
+                        "--root", str(root), "--mirror", str(MIRROR)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def test_train_and_eval_small(cli, small_root, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", "experiment=omniglot_5w1s", "dataset=omniglot_small", f"dataset.root={small_root}",
+            "trainer.meta_iters=20", "trainer.log_every=10", "eval.val_episodes=10", "trainer.progress=false",
+            f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    val = json.loads((run / "eval.json").read_text())
+    assert val["split"] == "val" and val["metric"] == "acc" and 0 <= val["mean"] <= 1
+    trained = load_checkpoint(run / "last.pt")
+    assert trained["task"] == {"kind": "classification", "ways": 5, "metric": "acc"}
+    assert trained["inner_optimizer"]["step"] == 20 * 5 * 5  # Adam state carried through all tasks
+
+    results = {}
+    for transductive in ("false", "true"):
+        for state in ("checkpoint", "fresh"):
+            out = tmp_path / f"eval-{transductive}-{state}.json"
+            r = cli("eval", str(run), "eval.episodes=8", f"eval.transductive={transductive}",
+                    f"eval.inner_state={state}", f"output={out}", "trainer.progress=false", cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            results[transductive, state] = json.loads(out.read_text())
+    a = results["false", "checkpoint"]
+    assert a["protocol"] == "non_transductive" and a["episodes"] == 8 and a["settings"]["inner_steps"] == 50
+    assert results["true", "checkpoint"]["protocol"] == "transductive"
+    # the adaptation is the same; only the final classification differs between protocols
+    assert results["true", "checkpoint"]["mean"] == pytest.approx(a["transductive"]["mean"])
+    assert results["true", "checkpoint"]["non_transductive"]["mean"] == pytest.approx(a["mean"])
+    # evaluation changed nothing in the checkpoint
+    after = load_checkpoint(run / "last.pt")
+    assert all(torch.equal(after["model"][k], trained["model"][k]) for k in trained["model"])
+
+
+def test_eval_refuses_a_head_of_another_size(cli, small_root, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", "experiment=omniglot_5w1s", "dataset=omniglot_small", f"dataset.root={small_root}",
+            "trainer.meta_iters=2", "eval.val_episodes=2", "trainer.progress=false", f"hydra.run.dir={run}",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", str(run / "last.pt"), "episode.ways=20", cwd=tmp_path)
+    assert r.returncode == 2 and "5-way head" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path), str(REPO)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert "reptile_cli/conf/train.yaml" in names and "reptile_cli/conf/experiment/omniglot_5w1s.yaml" in names
