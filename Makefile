@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint clean
+.PHONY: help install demo test test-slow bench lint clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: $(STAMP) ## Run the default test suite (fast; no slow or GPU tests)
 
 test-slow: $(STAMP) ## Run the slow tests too (real training runs)
 	$(BIN)/pytest -m "slow or not slow"
+
+bench: $(STAMP) ## Speed of Omniglot 5-way 1-shot: baseline loop vs sequential vs batched (writes bench.json)
+	$(BIN)/python -m reptile_cli.bench
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check reptile_cli tests data_scripts

@@ -138,7 +138,34 @@ def train(
     """
     from reptile_cli.jobs import train_main
 
-    run_hydra("train", train_main, _hydra_flags(multirun, cfg) + list(ctx.args))
+    run_hydra("train", train_main, _hydra_flags(multirun, cfg) + resume_overrides(list(ctx.args)))
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_overrides(args: list[str]) -> list[str]:
+    """``trainer.resume=PATH`` continues that run in its own directory with its own settings: the run's
+    original overrides (``.hydra/overrides.yaml``) come first, then the ones given now, and
+    ``hydra.run.dir`` is set to the run's directory. ``auto`` and other arguments pass unchanged."""
+    resume = [a for a in args if _key(a) == "trainer.resume"]
+    value = resume[-1].split("=", 1)[1].strip("'\"") if resume else ""
+    if value in ("", "auto", "null", "None"):
+        return args
+    path = Path(value).expanduser()
+    if not path.exists():
+        _fail(EXIT_ERROR, f"trainer.resume={value}: no such run directory or checkpoint")
+    run_dir = (path if path.is_dir() else path.parent).resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    given = {_key(a) for a in args if "=" in a}
+    original = []
+    if saved.is_file():
+        from omegaconf import OmegaConf
+
+        original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in given | {"hydra.run.dir"}]
+    extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
+    return original + args + extra
 
 
 @app.command("eval", context_settings=PASS_THROUGH)
@@ -169,7 +196,11 @@ def evaluate(
 
 # ----------------------------------------------------------------------------------------------- data
 ROOT = typer.Option("--root", help="Data root (default: $REPTILE_DATA or ~/.cache/reptile).")
-DATASETS = ("omniglot", "omniglot-splits")
+FILTER = typer.Option(help="Resize filter: nearest (Omniglot's reference default), lanczos (Mini-ImageNet's), "
+                           "bilinear or box.")
+SPLITS_MIRROR = typer.Option(help="Where the split files are: directory or URL (or $REPTILE_SPLITS_MIRROR).")
+DOWNLOADS = ("omniglot", "omniglot-splits", "miniimagenet-splits")
+IMPORTS = ("omniglot", "miniimagenet")
 
 
 def _data_call(fn, *args, **kwargs):
@@ -191,22 +222,24 @@ def _root(root: Path | None) -> Path:
 
 @data_app.command("download")
 def data_download(
-    dataset: Annotated[str, typer.Argument(help="omniglot, or omniglot-splits (the Vinyals split files).")],
-    variant: Annotated[str, typer.Option(help="full (1623 characters) or small (official 8-alphabet subsets).")] = "full",
+    dataset: Annotated[str, typer.Argument(help=f"One of: {', '.join(DOWNLOADS)}.")],
+    variant: Annotated[str, typer.Option(help="Omniglot: full (1623 characters) or small (8 alphabets).")] = "full",
     root: Annotated[Path | None, ROOT] = None,
     mirror: Annotated[str | None, typer.Option(
         help="Directory, file:// or http(s):// URL holding the same file names (or $REPTILE_MIRROR).")] = None,
-    splits_mirror: Annotated[str | None, typer.Option(
-        help="Where the Vinyals split files are (or $REPTILE_SPLITS_MIRROR).")] = None,
-    resize_filter: Annotated[str, typer.Option(help="nearest (reference), lanczos, bilinear or box.")] = "nearest",
+    splits_mirror: Annotated[str | None, SPLITS_MIRROR] = None,
+    resize_filter: Annotated[str, FILTER] = "nearest",
 ):
-    """Fetch a dataset from its official URLs (or a mirror), verify its checksum, prepare it once."""
-    from reptile_cli.data import omniglot
+    """Fetch from the official URLs (or a mirror), verify checksums, prepare once (idempotent)."""
+    from reptile_cli.data import miniimagenet, omniglot
 
-    if dataset not in DATASETS:
-        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset not in DOWNLOADS:
+        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(DOWNLOADS)} (Mini-ImageNet "
+                          f"images are not downloadable: use `reptile data import miniimagenet PATH`)")
     if dataset == "omniglot-splits":
         path = _data_call(omniglot.download_splits, _root(root), splits_mirror or mirror)
+    elif dataset == "miniimagenet-splits":
+        path = _data_call(miniimagenet.download_splits, _root(root), splits_mirror or mirror)
     else:
         if variant not in omniglot.VARIANTS:
             _fail(EXIT_USAGE, f"--variant {variant}: choose full or small")
@@ -217,19 +250,29 @@ def data_download(
 
 @data_app.command("import")
 def data_import(
-    dataset: Annotated[str, typer.Argument(help="omniglot")],
+    dataset: Annotated[str, typer.Argument(help=f"One of: {', '.join(IMPORTS)}.")],
     paths: Annotated[list[Path], typer.Argument(help="Zips or folders of a copy you already have.")],
     root: Annotated[Path | None, ROOT] = None,
-    resize_filter: Annotated[str, typer.Option(help="nearest (reference), lanczos, bilinear or box.")] = "nearest",
+    resize_filter: Annotated[str | None, FILTER] = None,
+    allow_partial: Annotated[bool, typer.Option(help="Mini-ImageNet: accept a copy with images missing.")] = False,
+    splits_dir: Annotated[Path | None, typer.Option(
+        help="Mini-ImageNet: folder with the split CSVs (train/val/test.csv).")] = None,
+    splits_mirror: Annotated[str | None, SPLITS_MIRROR] = None,
 ):
-    """Prepare a copy you already have (zips or extracted folders), checking its structure."""
-    from reptile_cli.data import omniglot
+    """Prepare a copy you already have (zips or folders), checking its structure and contents."""
+    from reptile_cli.data import miniimagenet, omniglot
 
-    if dataset != "omniglot":
-        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose omniglot")
-    _, report = _data_call(omniglot.import_copy, _root(root), list(paths), resize_filter=resize_filter)
-    for line in report.summary():
-        typer.echo(line)
+    if dataset not in IMPORTS:
+        _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(IMPORTS)}")
+    if dataset == "omniglot":  # the import prints its own report
+        _data_call(omniglot.import_copy, _root(root), list(paths),
+                   resize_filter=resize_filter or "nearest")
+    else:
+        if len(paths) != 1:
+            _fail(EXIT_USAGE, "Mini-ImageNet is imported from one folder or zip")
+        _data_call(miniimagenet.import_copy, _root(root), paths[0], allow_partial=allow_partial,
+                   splits_dir=splits_dir, splits_mirror=splits_mirror,
+                   resize_filter=resize_filter or miniimagenet.DEFAULT_FILTER)
 
 
 @data_app.command("list")
@@ -242,11 +285,11 @@ def data_list(root: Annotated[Path | None, ROOT] = None):
 
     rows = _data_call(omniglot.list_prepared, _root(root))
     table = Table(title=f"prepared datasets in {_root(root)}")
-    for col in ("file", "variant", "classes", "images", "filter", "size"):
+    for col in ("file", "dataset", "variant", "classes", "images", "filter", "size"):
         table.add_column(col)
     for r in rows:
-        table.add_row(Path(r["path"]).name, str(r["variant"]), str(r["classes"]), str(r["images"]),
-                      str(r["resize_filter"]), f"{r['size_bytes'] / 1e6:.1f} MB")
+        table.add_row(f"{Path(r['path']).parent.name}/{Path(r['path']).name}", r["dataset"], str(r["variant"]),
+                      str(r["classes"]), str(r["images"]), str(r["resize_filter"]), f"{r['size_bytes'] / 1e6:.1f} MB")
     Console().print(table if rows else f"no prepared datasets in {_root(root)}")
 
 

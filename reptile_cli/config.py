@@ -149,6 +149,8 @@ class EvalConfig:
     inner_steps: int = 50
     inner_batch_size: int = 5
     inner_state: InnerState = InnerState.checkpoint
+    path: TrainPath = TrainPath.batched  # batched: chunks of tasks at once; sequential: the reference loop
+    chunk_size: int = 0  # tasks per chunk on the batched path (0: 25 on a CPU, 500 on a GPU)
 
 
 @dataclass
@@ -179,6 +181,8 @@ class EvalOverrides:
     inner_steps: int | None = None
     inner_batch_size: int | None = None
     inner_state: InnerState | None = None
+    path: TrainPath | None = None
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -196,7 +200,6 @@ class DatasetOverrides:
 
 @dataclass
 class TrainerOverrides:
-    path: TrainPath | None = None  # evaluation path: sequential reference or batched
     progress: bool | None = None  # rich progress bar
 
 

@@ -24,8 +24,8 @@ from torch import nn
 
 from reptile_cli import rng
 from reptile_cli.data.episodes import EvalTask
-from reptile_cli.progress import progress_bar
 from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.progress import progress_bar
 from reptile_cli.reptile import Params, adapt, inner_batches, loss_fn, set_params
 from reptile_cli.rundir import write_json
 
@@ -85,22 +85,29 @@ def predict(model: nn.Module, task: EvalTask, transductive: bool) -> torch.Tenso
 
 
 class Evaluator:
-    """Sequential reference evaluation: one task after another on a working copy of the model.
+    """Evaluation of many tasks: the sequential reference (one task after another on a working copy of the
+    model) or the batched fast path (``eval.path=batched``: chunks of ``eval.chunk_size`` tasks at once).
 
     Args:
         family: the task family (``eval_task(split, seed, index)``).
         model: a model of the right architecture; it is copied, never modified.
         trainer_cfg: for the inner optimizer (``inner_optimizer``, ``inner_lr``, Adam betas).
-        eval_cfg: ``inner_steps``, ``inner_batch_size``, ``transductive``, ``inner_state``.
+        eval_cfg: ``inner_steps``, ``inner_batch_size``, ``transductive``, ``inner_state``, ``path``,
+            ``chunk_size``.
         device, dtype: where tasks are moved.
         autocast: optional forward-pass context factory (bf16).
     """
 
     def __init__(self, family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):
+        from reptile_cli.batched import StackedAdaptation
+
         self.family, self.trainer_cfg, self.cfg = family, trainer_cfg, eval_cfg
         self.work = copy.deepcopy(model)
         self.device, self.dtype, self.autocast = device, dtype, autocast
         self.kind = family.kind
+        self.path = str(getattr(eval_cfg.path, "value", eval_cfg.path))
+        self.chunk_size = eval_cfg.chunk_size or (500 if device.type == "cuda" else 25)
+        self.adaptation = StackedAdaptation(self.work, self.kind, autocast)
 
     def _to(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device)
@@ -125,13 +132,43 @@ class Evaluator:
             other = score(self.kind, predict(self.work, task, not transductive), task.query_y)
         return before, after, other
 
+    def run_chunk(self, params: Params, optimizer_state: dict | None, split: str, seed: int,
+                  indices: list[int]) -> list[tuple]:
+        """The fast path: adapt tasks ``indices`` together (:class:`reptile_cli.batched.StackedAdaptation`),
+        each from the same weights and the same saved optimizer state; same results as :meth:`run_task`."""
+        from reptile_cli.batched import stack
+
+        tasks = [self.family.eval_task(split, seed, i) for i in indices]
+        sx, sy, qx, qy = (self._to(torch.stack([getattr(t, k) for t in tasks]))
+                          for k in ("support_x", "support_y", "query_x", "query_y"))
+        n, names = len(indices), self.adaptation.names
+        p = stack([params[k].to(self.device, self.dtype) for k in names], n)
+        opt = {"step": 0}
+        if self.trainer_cfg.inner_optimizer == "adam":
+            saved = optimizer_state if self.cfg.inner_state == "checkpoint" and optimizer_state else None
+            opt["step"] = int(saved["step"]) if saved else 0
+            for key in ("exp_avg", "exp_avg_sq"):
+                opt[key] = stack([saved[key][k].to(self.device, self.dtype) if saved else torch.zeros_like(params[k])
+                                  for k in names], n)
+        transductive = bool(self.cfg.transductive) or self.kind != "classification"
+        before = task_scores(self.kind, self.adaptation.predict(p, sx, qx, transductive), qy)
+        batches = torch.stack([torch.stack(inner_batches(sx.shape[1], self.cfg.inner_batch_size, self.cfg.inner_steps,
+                                                         rng.generator(seed, f"eval/{split}/inner", 0, i)))
+                               for i in indices]).to(self.device)
+        self.adaptation.adapt(p, opt, sx, sy, batches, self.trainer_cfg)
+        after = task_scores(self.kind, self.adaptation.predict(p, sx, qx, transductive), qy)
+        other = [None] * n
+        if self.kind == "classification":
+            other = task_scores(self.kind, self.adaptation.predict(p, sx, qx, not transductive), qy)
+        return list(zip(before, after, other))
+
     def evaluate(self, params: Params, optimizer_state: dict | None, split: str, episodes: int, seed: int,
                  progress: bool = True, label: str = "eval") -> EvalResult:
         """Evaluate ``episodes`` tasks of ``split`` (tasks 0..episodes-1 of stream (seed, split)).
 
         Args:
             params: the trained weights (not modified).
-            optimizer_state: the saved inner optimizer ``state_dict`` (deep-copied per task), or None.
+            optimizer_state: the saved inner optimizer ``state_dict`` (copied per task), or None.
 
         Returns:
             :class:`EvalResult` with one score per task, in task order.
@@ -140,15 +177,28 @@ class Evaluator:
         if self.kind != "classification":
             protocol = "query_set"
         result = EvalResult(metric=self.family.metric, protocol=protocol)
+        chunk = self.chunk_size if self.path == "batched" else 1
         with progress_bar(episodes, f"{label} {split}", enabled=progress) as bar:
-            for i in range(episodes):
-                before, after, other = self.run_task(params, optimizer_state, split, seed, i)
-                result.before.append(before)
-                result.after.append(after)
-                if other is not None:
-                    result.other.append(other)
-                bar.advance(f"{self.family.metric} {sum(result.after) / len(result.after):.4f}")
+            for start in range(0, episodes, chunk):
+                indices = list(range(start, min(start + chunk, episodes)))
+                if self.path == "batched":
+                    rows = self.run_chunk(params, optimizer_state, split, seed, indices)
+                else:
+                    rows = [self.run_task(params, optimizer_state, split, seed, i) for i in indices]
+                for before, after, other in rows:
+                    result.before.append(before)
+                    result.after.append(after)
+                    if other is not None:
+                        result.other.append(other)
+                bar.advance(f"{self.family.metric} {sum(result.after) / len(result.after):.4f}", len(rows))
         return result
+
+
+def task_scores(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per-task :func:`score` of stacked outputs ``[T, Q, ...]`` against targets ``[T, Q]`` / ``[T, Q, 1]``."""
+    if kind == "classification":
+        return (outputs.argmax(-1) == targets).double().mean(-1).tolist()
+    return ((outputs.double() - targets.double()) ** 2).flatten(1).mean(-1).tolist()
 
 
 def task_settings(cfg) -> dict:

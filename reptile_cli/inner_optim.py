@@ -14,6 +14,26 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
+    """``p <- p - lr * g`` in place, for every tensor (any shape, e.g. stacked ``[tasks, ...]``)."""
+    torch._foreach_add_(params, grads, alpha=-lr)
+
+
+@torch.no_grad()
+def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: list[torch.Tensor],
+                exp_avg_sq: list[torch.Tensor], step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """One Adam step in place (``step`` counts from 1), elementwise, so stacked ``[tasks, ...]`` tensors
+    update every task at once. Same arithmetic as ``torch.optim.Adam`` (no weight decay, no amsgrad)."""
+    torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sq, beta2)
+    torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sq)
+    torch._foreach_div_(denom, math.sqrt(1.0 - beta2**step))
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1.0 - beta1**step))
+
+
 class InnerOptimizer:
     """Adam or SGD over a model's parameters.
 
@@ -49,19 +69,31 @@ class InnerOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         """One update from the parameters' ``.grad``."""
-        grads = [p.grad for p in self.params]
         self.step_count += 1
+        grads = [p.grad for p in self.params]
         if self.kind == "sgd":
-            torch._foreach_add_(self.params, grads, alpha=-self.lr)
-            return
-        b1, b2 = self.betas
-        torch._foreach_lerp_(self.exp_avg, grads, 1.0 - b1)
-        torch._foreach_mul_(self.exp_avg_sq, b2)
-        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1.0 - b2)
-        denom = torch._foreach_sqrt(self.exp_avg_sq)
-        torch._foreach_div_(denom, math.sqrt(1.0 - b2 ** self.step_count))
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(self.params, self.exp_avg, denom, value=-self.lr / (1.0 - b1 ** self.step_count))
+            sgd_update(self.params, grads, self.lr)
+        else:
+            adam_update(self.params, grads, self.exp_avg, self.exp_avg_sq, self.step_count, self.lr, *self.betas,
+                        self.eps)
+
+    def snapshot(self) -> tuple:
+        """(step, moment copies): a cheap in-memory copy of the state, for :meth:`restore`."""
+        if self.kind != "adam":
+            return (self.step_count, [], [])
+        return (self.step_count, [t.clone() for t in self.exp_avg], [t.clone() for t in self.exp_avg_sq])
+
+    def restore(self, snap: tuple) -> None:
+        self.step_count = snap[0]
+        if self.kind == "adam":
+            self.exp_avg, self.exp_avg_sq = [t.clone() for t in snap[1]], [t.clone() for t in snap[2]]
+
+    def restore_mean(self, snaps: list[tuple]) -> None:
+        """Set the state to the elementwise mean of several snapshots (same step count)."""
+        self.step_count = snaps[0][0]
+        if self.kind == "adam":
+            self.exp_avg = [torch.stack(ts).mean(0) for ts in zip(*(s[1] for s in snaps))]
+            self.exp_avg_sq = [torch.stack(ts).mean(0) for ts in zip(*(s[2] for s in snaps))]
 
     def state_dict(self) -> dict:
         """``{"kind", "step", "exp_avg": {name: tensor}, "exp_avg_sq": {...}}`` (copies, on the CPU)."""

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from reptile_cli.checkpoint import load_checkpoint
-from reptile_cli.config import to_plain
+from reptile_cli.config import TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device
 from reptile_cli.errors import ConfigError, ReptileError
 from reptile_cli.evaluate import Evaluator, summarize, write_eval_json
-from reptile_cli.models import build_model
+from reptile_cli.models import build_model, check_input
 from reptile_cli.rundir import write_state
 
 log = logging.getLogger("reptile")
@@ -93,7 +93,7 @@ def train_main(cfg: DictConfig) -> None:
 # ----------------------------------------------------------------------------------------------- eval
 def eval_config(ckpt: dict, cfg: DictConfig) -> DictConfig:
     """The checkpoint's training config with this command's non-null eval/episode/dataset overrides."""
-    merged = OmegaConf.create(ckpt["config"])
+    merged = OmegaConf.merge(OmegaConf.structured(TrainCommand), ckpt["config"])  # schema defaults for new keys
     for node in ("eval", "episode", "trainer"):
         for key, value in to_plain(cfg[node]).items():
             if value is not None:
@@ -123,6 +123,7 @@ def load_for_eval(path: str, cfg: DictConfig):
     family = build_task_family(merged.dataset, merged.episode)
     if family.checksum and ckpt.get("dataset_checksum") and family.checksum != ckpt["dataset_checksum"]:
         log.warning("dataset differs from the one %s was trained on (checksum)", path)
+    check_input(merged.model, getattr(family, "image_shape", None))
     model = build_model(merged.model, family.ways)
     try:
         model.load_state_dict(ckpt["model"])

@@ -8,7 +8,7 @@ only the model weights are restored between tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,11 +110,13 @@ def fomaml_update(theta: Params, last_steps: Params, eps: float) -> Params:
 
 
 def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: list, batches: list,
-                         algorithm: str, eps: float, kind: str, autocast=None) -> float:
+                         algorithm: str, eps: float, kind: str, autocast=None, shared_state: bool = False) -> float:
     """One outer-loop iteration on the reference (sequential) path, updating ``model`` in place.
 
-    Each task starts from theta with the optimizer state left by the previous task (reference semantics);
-    the model is restored to theta after each task.
+    Each task starts from theta. With ``shared_state=False`` (the reference) it also starts from the
+    optimizer state left by the previous task; with ``shared_state=True`` (the batched semantics, see
+    :mod:`reptile_cli.batched`) every task starts from the state at the start of the iteration and the
+    optimizer ends with the mean of the tasks' states.
 
     Args:
         tasks: the meta-batch, :class:`reptile_cli.data.episodes.Task` each.
@@ -127,14 +129,22 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     """
     theta = get_params(model)
     total = {n: torch.zeros_like(p) for n, p in theta.items()}
+    start = optimizer.snapshot() if shared_state else None
+    ends = []
     losses = []
     for task, task_batches in zip(tasks, batches):
+        if shared_state:
+            optimizer.restore(start)
         last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast)
         losses.append(last)
+        if shared_state:
+            ends.append(optimizer.snapshot())
         with torch.no_grad():
             for n, p in model.named_parameters():
                 total[n] += p - before_last[n] if algorithm == "fomaml" else p
         set_params(model, theta)
+    if shared_state:
+        optimizer.restore_mean(ends)
     mean = {n: t / len(tasks) for n, t in total.items()}
     update = fomaml_update if algorithm == "fomaml" else meta_update
     set_params(model, update(theta, mean, eps))

@@ -7,6 +7,7 @@ weights towards the mean adapted weights by the annealed meta step size. See :mo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shlex
@@ -19,15 +20,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reptile_cli import rng
+from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from reptile_cli.config import to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device, seeded
 from reptile_cli.errors import EXIT_STOPPED, ConfigError, ReptileError
 from reptile_cli.evaluate import Evaluator, write_eval_json
-from reptile_cli.models import build_model
-from reptile_cli.progress import progress_bar
 from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.models import build_model, check_input
+from reptile_cli.progress import progress_bar
 from reptile_cli.reptile import (
     get_params,
     inner_batches,
@@ -35,7 +37,6 @@ from reptile_cli.reptile import (
     sequential_meta_step,
 )
 from reptile_cli.rundir import MetricsLog, provenance, write_json, write_state
-
 
 log = logging.getLogger("reptile")
 
@@ -57,8 +58,6 @@ def check_trainer(t) -> None:
         raise ConfigError(f"trainer.eval_every={t.eval_every}: must be 0 (end only) or positive")
     if not t.inner_lr > 0 or not math.isfinite(t.inner_lr):
         raise ConfigError(f"trainer.inner_lr={t.inner_lr}: must be a positive finite number")
-    if t.path != "sequential":
-        raise ConfigError(f"trainer.path={t.path.value}: only the sequential path is available in this version")
 
 
 def better(metric: str, new: float, old: float | None) -> bool:
@@ -81,10 +80,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dtype, self.autocast = precision(cfg.dtype, self.device)
         self.family = build_task_family(cfg.dataset, cfg.episode)
+        check_input(cfg.model, getattr(self.family, "image_shape", None))
         with seeded(rng.derive_seed(cfg.seed, "init")):
             self.model = build_model(cfg.model, self.family.ways)
         self.model.to(self.device, self.dtype)
         self.optimizer = InnerOptimizer(self.model, cfg.trainer)
+        self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.iteration, self.best, self.best_iteration = 0, None, None
         self.stop_reason: str | None = None
@@ -104,15 +105,22 @@ class Trainer:
         return path
 
     def resume_from(self, where: str) -> None:
-        """Continue from ``last.pt`` of a run directory (or a checkpoint file): weights, optimizer, counters."""
+        """Continue from ``last.pt`` of a run directory (or a checkpoint file): weights, inner optimizer
+        state, iteration and best metric; ``metrics.jsonl`` is cut back to that iteration.
+
+        Raises:
+            ConfigError: the checkpoint was trained with settings that differ from this config (listed).
+        """
         ckpt = load_checkpoint(where)
-        if ckpt["config"].get("model") != to_plain(self.cfg)["model"]:
-            raise ConfigError(f"trainer.resume={where}: its model differs from this config's; resume with the "
-                              f"same model settings")
+        differ = config_differences(ckpt["config"], to_plain(self.cfg))
+        if differ:
+            raise ConfigError(f"trainer.resume={where}: the checkpoint was trained with other settings "
+                              f"({'; '.join(differ[:4])}); resume with the original overrides")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["inner_optimizer"])
         self.iteration, self.best, self.best_iteration = ckpt["iteration"], ckpt["best_metric"], ckpt["best_iteration"]
         self.metrics.truncate(self.iteration)
+        log.info("resumed from %s at iteration %d", where, self.iteration)
 
     # -------------------------------------------------------------------------------- validation
     def validate(self, episodes: int, label: str):
@@ -139,12 +147,20 @@ class Trainer:
     def run(self) -> dict:
         """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation)."""
         cfg, t = self.cfg, self.cfg.trainer
+        resume = t.resume
+        if resume == "auto":
+            resume = str(self.run_dir) if (self.run_dir / "last.pt").is_file() else None
+        if resume:
+            self.resume_from(resume)
         atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(self.run_dir / "provenance.json",
-                   provenance(self.device, str(cfg.dtype.value), self.family.checksum, path=t.path.value))
-        if t.resume:
-            self.resume_from(str(self.run_dir) if t.resume == "auto" else t.resume)
-        else:
+        this = provenance(self.device, str(cfg.dtype.value), self.family.checksum, path=t.path.value)
+        prov_file = self.run_dir / "provenance.json"
+        if resume and prov_file.is_file():  # keep the original record; list each resume after it
+            first = json.loads(prov_file.read_text())
+            first.setdefault("resumed", []).append({"iteration": self.iteration, **this})
+            this = first
+        write_json(prov_file, this)
+        if not resume:
             self.save("init.pt")
         write_state(self.run_dir, "running", iteration=self.iteration)
         has_val = "val" in self.family.splits
@@ -183,8 +199,12 @@ class Trainer:
                     tasks.append(task)
                     batches.append(inner_batches(len(task.x), t.inner_batch_size, t.inner_steps,
                                                  rng.generator(cfg.seed, "inner", it, i)))
-                loss = sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
-                                            self.family.kind, self.autocast)
+                if t.path == "batched":
+                    loss = batched_meta_step(self.model, self.optimizer, self.adaptation, tasks, batches,
+                                             t.algorithm.value, eps, t)
+                else:
+                    loss = sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
+                                                self.family.kind, self.autocast)
                 if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
                     raise ReptileError(f"training diverged at iteration {it + 1} (loss {loss}): lower "
                                        f"trainer.inner_lr or trainer.meta_step_size; last good checkpoint kept in "
@@ -212,9 +232,26 @@ class Trainer:
                                   f"reptile train {resume_hint(self.run_dir)}")
 
 
+# Settings that may change when a run is resumed: they do not alter the training trajectory.
+RESUME_MAY_CHANGE = ("trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
+                     "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.")
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> current`` for every leaf that differs, except :data:`RESUME_MAY_CHANGE`."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{prefix}{key}"
+        if path.startswith(RESUME_MAY_CHANGE):
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a} -> {b}")
+    return out
+
+
 def resume_hint(run_dir: Path) -> str:
-    """The arguments that resume a run in place: its original overrides, ``trainer.resume=auto``, its folder."""
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
-    kept = [shlex.quote(str(o)) for o in overrides if not str(o).startswith(("trainer.resume=", "hydra.run.dir="))]
-    return " ".join(kept + ["trainer.resume=auto", shlex.quote(f"hydra.run.dir={run_dir}")])
+    """The argument that resumes a run in place (the CLI re-applies the run's original overrides)."""
+    return f"trainer.resume={shlex.quote(str(run_dir))}"

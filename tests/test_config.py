@@ -64,7 +64,10 @@ def test_typed_values():
 @pytest.mark.parametrize("override", ["trainer.inner_lrr=0.1", "trainer.inner_lr=abc", "device=tpu",
                                       "experiment=nope", "trainer.inner_optimizer=adamw"])
 def test_bad_override_fails_at_compose(override):
-    with pytest.raises(Exception):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises((HydraException, OmegaConfBaseException)):
         compose_train([override])
 
 

@@ -72,3 +72,46 @@ def test_wheel_ships_the_configs(tmp_path):
     assert r.returncode == 0, r.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
     assert "reptile_cli/conf/train.yaml" in names and "reptile_cli/conf/experiment/omniglot_5w1s.yaml" in names
+
+
+@pytest.fixture(scope="module")
+def full_root(tmp_path_factory):
+    """The full Omniglot imported from the mirror's repacked zips, plus the Vinyals split files."""
+    root = tmp_path_factory.mktemp("full")
+    for args in (["import", "omniglot", str(MIRROR / "images_background.repacked.zip"),
+                  str(MIRROR / "images_evaluation.repacked.zip")],
+                 ["download", "omniglot-splits", "--mirror", str(SHARED_DATA / "splits" / "omniglot_vinyals")]):
+        r = subprocess.run([sys.executable, "-m", "reptile_cli", "data", *args, "--root", str(root)],
+                           capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def split_counts(root, **data):
+    from omegaconf import OmegaConf
+
+    from reptile_cli.config import EpisodeConfig, ImageDataConfig
+    from reptile_cli.data.datasets import build_task_family
+
+    fam = build_task_family(OmegaConf.structured(ImageDataConfig(name="omniglot", root=str(root), **data)),
+                            OmegaConf.structured(EpisodeConfig()))
+    chars = {s: {n.split("/rot")[0] for n in p.names} for s, p in fam.pools.items()}
+    for a in chars:
+        for b in chars:
+            assert a == b or not chars[a] & chars[b], (a, b)
+    return {s: (len(p), len(chars[s])) for s, p in fam.pools.items()}, chars
+
+
+@pytest.mark.skipif(not (MIRROR / "images_background.repacked.zip").is_file(), reason="no full set in mirror")
+def test_split_counts_on_the_full_set(full_root):
+    """(classes, distinct characters) per split; no character in two splits (checked inside)."""
+    counts, chars = split_counts(full_root)
+    assert counts == {"train": (4800, 1200), "test": (423, 423)}
+    counts, with_val = split_counts(full_root, val_characters=100)
+    assert counts == {"train": (4400, 1100), "val": (100, 100), "test": (423, 423)}
+    assert with_val["test"] == chars["test"]  # carving validation never touches the test characters
+    counts, vinyals = split_counts(full_root, split="vinyals")
+    assert counts == {"train": (4112, 1028), "val": (688, 172), "test": (1692, 423)}
+    assert "Gurmukhi/character42" in vinyals["test"] and "Gurmukhi/character01" in vinyals["train"]
+    counts, other = split_counts(full_root, split_seed=1)  # split_seed moves characters between splits
+    assert counts == {"train": (4800, 1200), "test": (423, 423)} and other["test"] != chars["test"]

@@ -97,6 +97,7 @@ class ClassificationTasks:
         query_shots: query examples per class at evaluation.
         train_shots: examples per class of a training task.
         checksum: data identity for provenance.
+        image_shape: (C, H, W) of the images, checked against the model.
 
     Raises:
         ConfigError: N larger than a split's class count, or a non-positive count.
@@ -107,7 +108,7 @@ class ClassificationTasks:
     metric = "acc"
 
     def __init__(self, pools: dict[str, ClassPool], ways: int, shots: int, query_shots: int,
-                 train_shots: int, checksum: str = ""):
+                 train_shots: int, checksum: str = "", image_shape: tuple[int, int, int] | None = None):
         for name, value in (("ways", ways), ("shots", shots), ("query_shots", query_shots),
                             ("train_shots", train_shots)):
             if value < 1:
@@ -116,6 +117,7 @@ class ClassificationTasks:
             pools, ways, shots, query_shots, train_shots)
         self.splits = tuple(s for s in ("val", "test") if s in pools)
         self.checksum = checksum
+        self.image_shape = image_shape  # (C, H, W) of the images it yields
         for split, pool in pools.items():
             if len(pool) < ways:
                 raise ConfigError(f"episode.ways={ways} but split {split!r} has only {len(pool)} classes: "

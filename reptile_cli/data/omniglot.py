@@ -41,8 +41,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from reptile_cli.data import h5images
 from reptile_cli.data.download import (
     MIRROR_ENV,
     check_zip_entry,
@@ -90,14 +90,9 @@ SMALL_CLASSES = 242
 DRAWERS = 20
 IMAGE_SIZE = 28
 
-RESIZE_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-    "bilinear": Image.Resampling.BILINEAR,
-    "box": Image.Resampling.BOX,
-}
-FORMAT = "reptile-cli/images"
-FORMAT_VERSION = 1
+RESIZE_FILTERS = h5images.RESIZE_FILTERS
+FORMAT = h5images.FORMAT
+FORMAT_VERSION = h5images.FORMAT_VERSION
 
 # When one class arrives from several sets (the small archives overlap the background set), the first
 # of these names is recorded as its group.
@@ -405,31 +400,12 @@ def preprocess_png(data: bytes, resize_filter: str = "nearest") -> np.ndarray:
 
 def _prepared_ok(path: Path, variant: str, resize_filter: str) -> bool:
     """True when ``path`` is a complete prepared file of this variant and filter."""
-    try:
-        with h5py.File(path, "r") as h5:
-            attrs = h5.attrs
-            if (
-                attrs.get("format") != FORMAT
-                or int(attrs.get("format_version", -1)) != FORMAT_VERSION
-                or attrs.get("dataset") != "omniglot"
-                or attrs.get("variant") != variant
-                or attrs.get("resize_filter") != resize_filter
-            ):
-                return False
-            num_classes, num_images = int(attrs["num_classes"]), int(attrs["num_images"])
-            if variant in _EXPECTED_CLASSES and num_classes != _EXPECTED_CLASSES[variant]:
-                return False
-            starts = h5["class_start"][:]
-            return (
-                h5["images"].shape == (num_images, IMAGE_SIZE, IMAGE_SIZE, 1)
-                and starts.shape == (num_classes + 1,)
-                and starts[0] == 0
-                and starts[-1] == num_images
-                and h5["class_names"].shape == (num_classes,)
-                and h5["class_groups"].shape == (num_classes,)
-            )
-    except (OSError, KeyError, ValueError, TypeError):
+    attrs = h5images.read_valid_attrs(
+        path, dataset="omniglot", variant=variant, resize_filter=resize_filter, image_size=IMAGE_SIZE, channels=1
+    )
+    if attrs is None:
         return False
+    return variant not in _EXPECTED_CLASSES or int(attrs["num_classes"]) == _EXPECTED_CLASSES[variant]
 
 
 def _stored_content_sha256(path: Path) -> str | None:
@@ -450,60 +426,35 @@ def _write_h5(
     content_sha256: str,
     progress: bool,
 ) -> None:
-    num_images = sum(len(f) for f in classes.values())
-    images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
-    class_start = np.zeros(len(classes) + 1, dtype=np.int64)
-    groups = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    i = 0
-    with Progress(*columns, console=console, disable=not progress) as bar:
-        task = bar.add_task(f"Decoding Omniglot ({resize_filter})", total=num_images)
-        for c, (class_name, file_names) in enumerate(classes.items()):
+    def decoded():
+        for class_name, file_names in classes.items():
             for file_name in file_names:
                 key = (class_name, file_name)
                 try:
-                    images[i] = preprocess_png(collector.files[key], resize_filter)
+                    yield preprocess_png(collector.files[key], resize_filter)
                 except DataError as err:
                     raise DataError(f"{collector.origin[key]}: {err}") from None
-                i += 1
-            class_start[c + 1] = i
-            groups.append(min(collector.groups[class_name], key=_group_rank))
-            bar.advance(task, len(file_names))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    strings = h5py.string_dtype("utf-8")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset(
-                "images",
-                data=images,
-                chunks=(min(num_images, 1000), IMAGE_SIZE, IMAGE_SIZE, 1),
-                compression="gzip",
-                compression_opts=4,
-            )
-            h5.create_dataset("class_start", data=class_start)
-            h5.create_dataset("class_names", data=list(classes), dtype=strings)
-            h5.create_dataset("class_groups", data=groups, dtype=strings)
-            h5.attrs.update(
-                {
-                    "format": FORMAT,
-                    "format_version": FORMAT_VERSION,
-                    "dataset": "omniglot",
-                    "variant": variant,
-                    "image_size": IMAGE_SIZE,
-                    "channels": 1,
-                    "resize_filter": resize_filter,
-                    "content_sha256": content_sha256,
-                    "num_classes": len(classes),
-                    "num_images": num_images,
-                }
-            )
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    h5images.write_images_h5(
+        path,
+        decoded(),
+        class_names=list(classes),
+        class_counts=[len(f) for f in classes.values()],
+        class_groups=[min(collector.groups[c], key=_group_rank) for c in classes],
+        attrs={
+            "dataset": "omniglot",
+            "variant": variant,
+            "image_size": IMAGE_SIZE,
+            "channels": 1,
+            "resize_filter": resize_filter,
+            "content_sha256": content_sha256,
+        },
+        chunk_images=1000,
+        compression="gzip",
+        compression_opts=4,
+        description=f"Decoding Omniglot ({resize_filter})",
+        progress=progress,
+    )
 
 
 def _install_splits(root: Path, splits: dict[str, bytes]) -> list[str]:

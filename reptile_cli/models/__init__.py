@@ -11,6 +11,17 @@ from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
 
 
+def check_input(cfg: Any, image_shape: tuple[int, int, int] | None) -> None:
+    """Raise ConfigError when a conv model's input does not match the dataset's images (C, H, W)."""
+    if cfg.name != "conv4" or image_shape is None:
+        return
+    c, h, _ = image_shape
+    if (cfg.in_channels, cfg.image_size) != (c, h):
+        raise ConfigError(f"the dataset gives {c}x{h}x{h} images but the model expects {cfg.in_channels}x"
+                          f"{cfg.image_size}x{cfg.image_size}: set model.in_channels={c} model.image_size={h} "
+                          f"(or pick the matching model=...)")
+
+
 def build_model(cfg: Any, ways: int) -> nn.Module:
     """Build the network named by ``cfg.name`` (``conv4`` or ``mlp``).
 

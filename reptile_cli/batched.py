@@ -1,0 +1,138 @@
+"""The fast path: adapt every task of a meta-batch (or a chunk of evaluation tasks) at once.
+
+The inner loop is written once as a function of the parameters (``torch.func.functional_call``), its gradient
+taken with ``torch.func.grad`` and ``vmap``-ed over a leading task dimension, so one call runs the forward and
+backward pass of all tasks; batch norm keeps no running statistics, which is what makes the model a pure
+function. The inner optimizer acts on the stacked ``[tasks, ...]`` tensors with the same elementwise update
+as the sequential path (:func:`reptile_cli.inner_optim.adam_update`).
+
+Optimizer-state semantics of the batched path (README "Fast path"): the reference carries Adam's moment
+estimates from one task to the next, which is sequential by nature. Here every task of a meta-iteration
+starts from one shared state; after the iteration the shared state becomes the mean of the tasks' states
+(step count advanced by the inner steps of one task). :func:`reptile_cli.reptile.sequential_meta_step` with
+``shared_state=True`` computes the same thing one task at a time; tests compare the two in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from reptile_cli.inner_optim import InnerOptimizer, adam_update, sgd_update
+from reptile_cli.reptile import Params, fomaml_update, get_params, loss_fn, meta_update, set_params
+
+
+class StackedAdaptation:
+    """Stacked inner-loop adaptation for one model architecture.
+
+    Args:
+        model: the network (its own parameters are not used: parameters are passed in, stacked).
+        kind: ``classification`` (cross-entropy) or ``regression`` (MSE).
+        autocast: optional context factory for the forward pass (bf16).
+    """
+
+    def __init__(self, model: nn.Module, kind: str, autocast=None):
+        self.model, self.autocast = model, autocast
+        self.names = [n for n, _ in model.named_parameters()]
+        loss = loss_fn(kind)
+
+        def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if autocast is None:
+                return loss(functional_call(model, params, (x,)), y)
+            with autocast():
+                out = functional_call(model, params, (x,))
+            return loss(out.float(), y)
+
+        self._grad = vmap(grad_and_value(task_loss))
+        self._forward = vmap(lambda p, x: functional_call(model, p, (x,)))
+        # non-transductive: each of Q query images with the whole support set, per task
+        self._forward_each = vmap(vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(None, 0)))
+
+    def adapt(self, params: list[torch.Tensor], opt: dict, x: torch.Tensor, y: torch.Tensor,
+              batches: torch.Tensor, trainer_cfg) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Run the inner loop of T tasks in place.
+
+        Args:
+            params: stacked parameters, ``[T, *shape]`` each, in ``self.names`` order (updated in place).
+            opt: stacked optimizer state ``{"step": int, "exp_avg": [...], "exp_avg_sq": [...]}`` (in place).
+            x: inputs ``[T, n, ...]``; y: targets ``[T, n]`` (or ``[T, n, 1]``).
+            batches: int64 ``[T, steps, B]`` example indices per task and step.
+
+        Returns:
+            (loss of the last step per task ``[T]``, parameters just before the last step, for FOMAML).
+        """
+        tasks, steps = batches.shape[:2]
+        rows = torch.arange(tasks, device=x.device)[:, None]
+        before_last, loss = None, None
+        for s in range(steps):
+            if s == steps - 1:
+                before_last = [p.clone() for p in params]
+            idx = batches[:, s]
+            grads, loss = self._grad(dict(zip(self.names, params)), x[rows, idx], y[rows, idx])
+            grads = [grads[n] for n in self.names]
+            opt["step"] += 1
+            if trainer_cfg.inner_optimizer == "sgd":
+                sgd_update(params, grads, trainer_cfg.inner_lr)
+            else:
+                adam_update(params, grads, opt["exp_avg"], opt["exp_avg_sq"], opt["step"], trainer_cfg.inner_lr,
+                            trainer_cfg.adam_beta1, trainer_cfg.adam_beta2, trainer_cfg.adam_eps)
+        return loss.detach(), before_last
+
+    @torch.no_grad()
+    def predict(self, params: list[torch.Tensor], support_x: torch.Tensor, query_x: torch.Tensor,
+                transductive: bool) -> torch.Tensor:
+        """Query outputs ``[T, Q, ...]``: all queries as one batch per task, or each query with the support set
+        (``support_x`` ``[T, S, ...]``, ``query_x`` ``[T, Q, ...]``)."""
+        p = dict(zip(self.names, params))
+        if transductive:
+            return self._forward(p, query_x)
+        q = query_x.shape[1]
+        support = support_x[:, None].expand(-1, q, *support_x.shape[1:])
+        inputs = torch.cat([support, query_x[:, :, None]], dim=2)  # [T, Q, S + 1, ...]
+        return self._forward_each(p, inputs)[:, :, -1]
+
+
+def stack(tensors: list[torch.Tensor], tasks: int) -> list[torch.Tensor]:
+    """Each tensor repeated along a new leading task dimension: ``[*shape]`` -> ``[tasks, *shape]``."""
+    return [t.unsqueeze(0).repeat(tasks, *([1] * t.dim())) for t in tensors]
+
+
+def stacked_state(optimizer: InnerOptimizer, tasks: int) -> dict:
+    """The optimizer's shared state, copied once per task."""
+    opt = {"step": optimizer.step_count}
+    if optimizer.kind == "adam":
+        opt["exp_avg"], opt["exp_avg_sq"] = stack(optimizer.exp_avg, tasks), stack(optimizer.exp_avg_sq, tasks)
+    return opt
+
+
+def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: StackedAdaptation, tasks: list,
+                      batches: list, algorithm: str, eps: float, trainer_cfg) -> float:
+    """One outer-loop iteration with all tasks adapted at once (batched optimizer-state semantics).
+
+    Args:
+        tasks: the meta-batch (``Task`` each, all of the same size).
+        batches: per task, its list of inner index batches (as the sequential path draws them).
+
+    Returns:
+        mean over tasks of the last inner step's loss.
+    """
+    theta = get_params(model)
+    n = len(tasks)
+    params = stack([theta[k] for k in adaptation.names], n)
+    opt = stacked_state(optimizer, n)
+    x, y = torch.stack([t.x for t in tasks]), torch.stack([t.y for t in tasks])
+    idx = torch.stack([torch.stack(b) for b in batches]).to(x.device)
+    loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg)
+    optimizer.step_count = opt["step"]
+    if optimizer.kind == "adam":
+        optimizer.exp_avg = [t.mean(0) for t in opt["exp_avg"]]
+        optimizer.exp_avg_sq = [t.mean(0) for t in opt["exp_avg_sq"]]
+    with torch.no_grad():
+        if algorithm == "fomaml":
+            mean = {k: (p - b).mean(0) for k, p, b in zip(adaptation.names, params, before_last)}
+            new = fomaml_update(theta, mean, eps)
+        else:
+            new = meta_update(theta, {k: p.mean(0) for k, p in zip(adaptation.names, params)}, eps)
+    set_params(model, new)
+    return float(loss.mean())

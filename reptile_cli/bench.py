@@ -1,0 +1,175 @@
+"""``make bench``: speed of the paper's Omniglot 5-way 1-shot setting on this machine, in one run.
+
+Measures, on the same model, data and threads:
+- meta-iterations/s of a learn2learn-style loop (``copy.deepcopy`` of the model per task,
+  ``torch.optim.Adam(betas=(0.0, 0.999))``, ``F.cross_entropy``, tasks in turn: the baseline), of the
+  sequential reference path and of the batched fast path;
+- evaluation tasks/s of the sequential and the batched evaluation (50 Adam steps, non-transductive);
+- achieved GFLOP/s of each (FLOPs counted with ``torch.utils.flop_counter``) beside a float32 matmul's.
+Prints a table with the ratios and writes ``bench.json``. A benchmark, not a test: it asserts nothing.
+
+Usage: ``python -m reptile_cli.bench [--data ROOT] [--iters N] [--eval-tasks N] [--out bench.json]``.
+Data: the prepared full Omniglot under ROOT ($REPTILE_DATA by default); if missing and the shared mirror
+(``../shared/data/omniglot``) is present, it is imported into a temporary folder first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+from reptile_cli import rng
+from reptile_cli.batched import StackedAdaptation, batched_meta_step
+from reptile_cli.config import config_dir, register_configs
+from reptile_cli.data.datasets import build_task_family
+from reptile_cli.data.paths import default_data_root
+from reptile_cli.evaluate import Evaluator
+from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.models import build_model
+from reptile_cli.reptile import get_params, inner_batches, meta_update, sequential_meta_step, set_params
+
+MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+
+
+def compose_preset(root: Path):
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=["experiment=omniglot_5w1s", f"dataset.root={root}"])
+
+
+def data_root(arg: str | None) -> Path:
+    root = Path(arg) if arg else default_data_root()
+    if (root / "omniglot" / "omniglot.h5").is_file():
+        return root
+    if not (MIRROR / "images_background.repacked.zip").is_file():
+        raise SystemExit(f"no prepared Omniglot under {root} and no shared mirror: run `reptile data import omniglot`")
+    from reptile_cli.data import omniglot
+
+    tmp = Path(tempfile.mkdtemp(prefix="reptile-bench-"))
+    omniglot.import_copy(tmp, [MIRROR / "images_background.repacked.zip", MIRROR / "images_evaluation.repacked.zip"],
+                         progress=False)
+    return tmp
+
+
+def timed(fn, repeats: int) -> float:
+    """Seconds per call of ``fn`` (one warm-up call first)."""
+    fn(0)
+    start = time.perf_counter()
+    for i in range(1, repeats + 1):
+        fn(i)
+    return (time.perf_counter() - start) / repeats
+
+
+def l2l_meta_step(model, tasks, batches, eps):
+    """The baseline: a deep copy and a torch.optim.Adam per task, one task after another."""
+    theta = get_params(model)
+    adapted = []
+    for task, task_batches in zip(tasks, batches):
+        learner = copy.deepcopy(model)
+        opt = torch.optim.Adam(learner.parameters(), lr=0.001, betas=(0.0, 0.999))
+        for b in task_batches:
+            opt.zero_grad()
+            F.cross_entropy(learner(task.x[b]), task.y[b]).backward()
+            opt.step()
+        adapted.append(get_params(learner))
+    mean = {k: torch.stack([a[k] for a in adapted]).mean(0) for k in theta}
+    set_params(model, meta_update(theta, mean, eps))
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = timed(lambda i: a @ b, repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="data root holding omniglot/omniglot.h5")
+    parser.add_argument("--iters", type=int, default=30, help="meta-iterations timed per path")
+    parser.add_argument("--eval-tasks", type=int, default=50, help="evaluation tasks timed per path")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args(argv)
+
+    cfg = compose_preset(data_root(args.data))
+    t = cfg.trainer
+    family = build_task_family(cfg.dataset, cfg.episode)
+    draws = []
+    for it in range(args.iters + 1):
+        tasks = [family.train_task(0, it, i) for i in range(t.meta_batch_size)]
+        draws.append((tasks, [inner_batches(len(k.x), t.inner_batch_size, t.inner_steps,
+                                            rng.generator(0, "inner", it, i)) for i, k in enumerate(tasks)]))
+    torch.manual_seed(0)
+    base = build_model(cfg.model, family.ways)
+
+    def fresh():
+        model = copy.deepcopy(base)
+        return model, InnerOptimizer(model, t)
+
+    # FLOPs of one meta-iteration and one evaluation task, counted on the sequential path
+    model, opt = fresh()
+    with FlopCounterMode(display=False) as counter:
+        sequential_meta_step(model, opt, *draws[0], "reptile", 1.0, "classification")
+    train_flops = counter.get_total_flops()
+    evaluator = Evaluator(family, base, t, cfg.eval, torch.device("cpu"), torch.float32)
+    with FlopCounterMode(display=False) as counter:
+        evaluator.run_task(get_params(base), opt.state_dict(), "test", 0, 0)
+    eval_flops = counter.get_total_flops()
+
+    rows = {}
+    model, _ = fresh()
+    rows["train: learn2learn-style loop"] = 1 / timed(lambda i: l2l_meta_step(model, *draws[i], 0.5), args.iters)
+    model, opt = fresh()
+    rows["train: sequential (reference)"] = 1 / timed(
+        lambda i: sequential_meta_step(model, opt, *draws[i], "reptile", 0.5, "classification"), args.iters)
+    model, opt = fresh()
+    adaptation = StackedAdaptation(model, "classification")
+    rows["train: batched (fast path)"] = 1 / timed(
+        lambda i: batched_meta_step(model, opt, adaptation, *draws[i], "reptile", 0.5, t), args.iters)
+    state = opt.state_dict()
+    for path in ("sequential", "batched"):
+        ecfg = copy.deepcopy(cfg.eval)
+        ecfg.path = path
+        ev = Evaluator(family, base, t, ecfg, torch.device("cpu"), torch.float32)
+        ev.evaluate(get_params(base), state, "test", min(5, args.eval_tasks), 99, progress=False)  # warm-up
+        start = time.perf_counter()
+        ev.evaluate(get_params(base), state, "test", args.eval_tasks, 0, progress=False)
+        rows[f"eval: {path}"] = args.eval_tasks / (time.perf_counter() - start)
+
+    peak = matmul_gflops()
+    result = {"setting": "omniglot_5w1s", "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "matmul_gflops": peak, "train_gflop_per_iter": train_flops / 1e9,
+              "eval_gflop_per_task": eval_flops / 1e9, "rates": rows,
+              "ratios": {"train batched / learn2learn-style": rows["train: batched (fast path)"]
+                         / rows["train: learn2learn-style loop"],
+                         "train sequential / learn2learn-style": rows["train: sequential (reference)"]
+                         / rows["train: learn2learn-style loop"],
+                         "eval batched / sequential": rows["eval: batched"] / rows["eval: sequential"]}}
+    table = Table(title=f"Omniglot 5-way 1-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for col in ("path", "rate", "GFLOP/s", "vs baseline"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for name, rate in rows.items():
+        flops = train_flops if name.startswith("train") else eval_flops
+        baseline = rows["train: learn2learn-style loop"] if name.startswith("train") else rows["eval: sequential"]
+        unit = "it/s" if name.startswith("train") else "tasks/s"
+        table.add_row(name, f"{rate:.2f} {unit}", f"{rate * flops / 1e9:.1f}", f"{rate / baseline:.2f}x")
+    table.add_row("float32 matmul 1024^2", "", f"{peak:.1f}", "")
+    Console().print(table)
+    for k, v in result["ratios"].items():
+        Console().print(f"{k}: {v:.2f}x")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Console().print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
