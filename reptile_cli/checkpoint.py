@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -73,9 +74,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise ReptileError(f"{path} was refused: it is not a plain checkpoint ({first[:160]}); "
-                           f"only files written by reptile are loaded") from None
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
+        if found:
+            raise ReptileError(f"{path} was refused: loading it would call {found.group(1)} (a checkpoint holds "
+                               f"only tensors and plain values, and this tool never runs code from a file)") from None
+        raise ReptileError(f"{path} is not a checkpoint file (unreadable content): give a .pt written by "
+                           f"reptile, e.g. a run's last.pt") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise ReptileError(f"{path} is truncated or corrupt ({type(err).__name__}): use another checkpoint, "
                            f"e.g. the run's last.pt or best.pt") from None

@@ -41,6 +41,7 @@ def one_line(err: BaseException) -> str:
             continue
         text = "\n".join(line for line in str(e).splitlines()
                          if not re.match(r"\s*(full_key|object_type|reference_type|msg)\s*[:=]", line))
+        text = text.split("Config search path:")[0]
         if text.strip() and text.strip() not in " ".join(parts):
             parts.append(text.strip())
     return re.sub(r"\s+", " ", " ".join(parts))[:600]
@@ -84,10 +85,13 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
         _fail(err.exit_code, str(err))
     except KeyboardInterrupt:
         _fail(3, "interrupted")
-    except Exception as err:  # Hydra's and OmegaConf's own errors, or a bug
+    except Exception as err:  # Hydra's and OmegaConf's own errors, an OS error, or a bug
         if _trace:
             raise
         code = _classify(err)
+        if code != EXIT_USAGE and isinstance(err, OSError):  # e.g. hydra.run.dir under a file, a full disk
+            where = f": {err.filename}" if err.filename else ""
+            _fail(EXIT_ERROR, f"{err.strerror or err}{where} (check hydra.run.dir and the paths given)")
         prefix = "config: " if code == EXIT_USAGE else f"{type(err).__name__}: "
         _fail(code, prefix + one_line(err) + "  (add --trace for the full traceback)")
     finally:
