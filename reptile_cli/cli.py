@@ -70,7 +70,10 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
     if not OmegaConf.has_resolver("reptile_eval_dir"):
         OmegaConf.register_new_resolver("reptile_eval_dir", _eval_dir)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them as one line
+    from reptile_cli import rundir
+
     argv = sys.argv
+    rundir.COMMAND = ["reptile", *argv[1:]]
     sys.argv = [f"reptile-{config_name}", *hydra_args]
     from reptile_cli.jobs import pop_error
 

@@ -58,13 +58,19 @@ def git_commit() -> dict:
     if not (root / ".git").exists():
         return {}
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"git_commit": commit or None, "git_dirty": dirty}
+    if head.returncode != 0:
+        return {"git_commit": None, "git_dirty": True}  # a checkout without commits
+    return {"git_commit": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+
+
+# The command line as the user typed it (the CLI rewrites sys.argv for Hydra; it records the original here).
+COMMAND: list[str] | None = None
 
 
 def provenance(device: torch.device, dtype: str, data_checksum: str, **extra: Any) -> dict:
@@ -78,7 +84,7 @@ def provenance(device: torch.device, dtype: str, data_checksum: str, **extra: An
     dev = {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else
            platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
     return {"versions": versions, **git_commit(), "device": dev, "dtype": dtype, "dataset_checksum": data_checksum,
-            "command": sys.argv, "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": COMMAND or sys.argv, "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra}
 
 
