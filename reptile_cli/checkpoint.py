@@ -37,6 +37,9 @@ def atomic_write(path: Path, write) -> None:
     except OSError as err:
         raise ReptileError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
