@@ -184,3 +184,15 @@ def test_pickle_fixture_really_runs_code_without_weights_only(tmp_path):
     """Guards the test above: the 'pickle' case would execute code under a plain pickle load."""
     payload = pickle.dumps(Evil())
     assert b"system" in payload
+
+
+def test_random_bytes_never_escape_as_other_errors(tmp_path):
+    """Random content raises anything inside torch.load (IndexError, RuntimeError, ...): always one ReptileError."""
+    from reptile_cli.checkpoint import load_checkpoint
+    from reptile_cli.errors import ReptileError
+
+    for i in range(200):
+        path = tmp_path / f"r{i}.pt"
+        path.write_bytes(os.urandom(64 + 37 * i))
+        with pytest.raises(ReptileError, match=path.name):
+            load_checkpoint(path)
