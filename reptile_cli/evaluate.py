@@ -24,6 +24,7 @@ from torch import nn
 
 from reptile_cli import rng
 from reptile_cli.data.episodes import EvalTask
+from reptile_cli.errors import ConfigError
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.progress import progress_bar
 from reptile_cli.reptile import Params, adapt, inner_batches, loss_fn, set_params
@@ -101,6 +102,11 @@ class Evaluator:
     def __init__(self, family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):
         from reptile_cli.batched import StackedAdaptation
 
+        for key in ("inner_steps", "inner_batch_size"):
+            if eval_cfg[key] < 1:
+                raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
+        if eval_cfg.chunk_size < 0:
+            raise ConfigError(f"eval.chunk_size={eval_cfg.chunk_size}: must be 0 (automatic) or positive")
         self.family, self.trainer_cfg, self.cfg = family, trainer_cfg, eval_cfg
         self.work = copy.deepcopy(model)
         self.device, self.dtype, self.autocast = device, dtype, autocast
@@ -176,6 +182,8 @@ class Evaluator:
         protocol = "transductive" if self.cfg.transductive else "non_transductive"
         if self.kind != "classification":
             protocol = "query_set"
+        if episodes < 1:
+            raise ConfigError(f"eval.episodes={episodes}: must be at least 1")
         result = EvalResult(metric=self.family.metric, protocol=protocol)
         chunk = self.chunk_size if self.path == "batched" else 1
         with progress_bar(episodes, f"{label} {split}", enabled=progress) as bar:

@@ -147,6 +147,12 @@ def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
         optimizer_state = ckpt.get("inner_optimizer")
         results.append(evaluator.evaluate(params, optimizer_state, e.split, e.episodes, e.seed,
                                           progress=bool(merged.trainer.progress), label=Path(path).name))
+    if len(loaded) == 2:
+        same = ("dataset", "episode")
+        a, b = ({k: to_plain(m[k]) for k in same} for _, m in loaded)
+        if a != b:
+            raise ConfigError(f"{paths[0]} and {paths[1]} were trained on different datasets or task settings, so "
+                              f"their tasks are not identical: a paired comparison needs the same dataset and episode")
     ckpt, merged = loaded[0]
     summary = results[0].summary()
     extra = {"per_task": results[0].after}
