@@ -20,7 +20,16 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from reptile_cli.inner_optim import InnerOptimizer, adam_update, sgd_update
-from reptile_cli.reptile import Params, fomaml_update, get_params, loss_fn, meta_update, set_params
+from reptile_cli.reptile import (
+    Params,
+    TaskMean,
+    divide_by,
+    fomaml_update,
+    get_params,
+    loss_fn,
+    meta_update,
+    set_params,
+)
 
 
 class StackedAdaptation:
@@ -107,32 +116,39 @@ def stacked_state(optimizer: InnerOptimizer, tasks: int) -> dict:
 
 
 def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: StackedAdaptation, tasks: list,
-                      batches: list, algorithm: str, eps: float, trainer_cfg) -> float:
+                      batches: list, algorithm: str, eps: float, trainer_cfg,
+                      task_mean: TaskMean | None = None) -> float:
     """One outer-loop iteration with all tasks adapted at once (batched optimizer-state semantics).
 
     Args:
-        tasks: the meta-batch (``Task`` each, all of the same size).
+        tasks: the meta-batch (``Task`` each, all of the same size; this process's share of it).
         batches: per task, its list of inner index batches (as the sequential path draws them).
+        task_mean: this process's sums over its tasks -> means over the meta-batch (several processes:
+            :mod:`reptile_cli.distributed`); default: divide by ``len(tasks)``.
 
     Returns:
         mean over tasks of the last inner step's loss.
     """
+    task_mean = task_mean or divide_by(len(tasks))
     theta = get_params(model)
-    n = len(tasks)
-    params = stack([theta[k] for k in adaptation.names], n)
+    n, names = len(tasks), adaptation.names
+    params = stack([theta[k] for k in names], n)
     opt = stacked_state(optimizer, n)
     x, y = torch.stack([t.x for t in tasks]), torch.stack([t.y for t in tasks])
     idx = torch.stack([torch.stack(b) for b in batches]).to(x.device)
     loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg)
-    optimizer.step_count = opt["step"]
-    if optimizer.kind == "adam":
-        optimizer.exp_avg = [t.mean(0) for t in opt["exp_avg"]]
-        optimizer.exp_avg_sq = [t.mean(0) for t in opt["exp_avg_sq"]]
     with torch.no_grad():
         if algorithm == "fomaml":
-            mean = {k: (p - b).mean(0) for k, p, b in zip(adaptation.names, params, before_last)}
-            new = fomaml_update(theta, mean, eps)
+            sums = [(p - b).sum(0) for p, b in zip(params, before_last)]
         else:
-            new = meta_update(theta, {k: p.mean(0) for k, p in zip(adaptation.names, params)}, eps)
-    set_params(model, new)
-    return float(loss.mean())
+            sums = [p.sum(0) for p in params]
+        if optimizer.kind == "adam":
+            sums += [t.sum(0) for t in opt["exp_avg"]] + [t.sum(0) for t in opt["exp_avg_sq"]]
+        means = task_mean(sums + [loss.sum().reshape(1).to(sums[0].dtype)])
+    k = len(names)
+    optimizer.step_count = opt["step"]
+    if optimizer.kind == "adam":
+        optimizer.exp_avg, optimizer.exp_avg_sq = means[k:2 * k], means[2 * k:3 * k]
+    update = fomaml_update if algorithm == "fomaml" else meta_update
+    set_params(model, update(theta, dict(zip(names, means[:k])), eps))
+    return float(means[-1])

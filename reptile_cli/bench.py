@@ -34,9 +34,10 @@ from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.config import config_dir, register_configs
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.data.paths import default_data_root
+from reptile_cli.device import keep_freed_memory
 from reptile_cli.evaluate import Evaluator
 from reptile_cli.inner_optim import InnerOptimizer
-from reptile_cli.models import build_model
+from reptile_cli.models import build_model, place
 from reptile_cli.reptile import get_params, inner_batches, meta_update, sequential_meta_step, set_params
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -87,6 +88,20 @@ def l2l_meta_step(model, tasks, batches, eps):
     set_params(model, meta_update(theta, mean, eps))
 
 
+def top_ops(fn, calls: int = 3, k: int = 8) -> list[tuple[str, float]]:
+    """The ``k`` operators with the most self CPU time over ``calls`` calls of ``fn`` (torch.profiler), as
+    (name, share of all self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(calls):
+            fn(i)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:k]
+    return [(e.key, e.self_cpu_time_total / total) for e in ranked]
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     seconds = timed(lambda i: a @ b, repeats)
@@ -99,7 +114,9 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=30, help="meta-iterations timed per path")
     parser.add_argument("--eval-tasks", type=int, default=50, help="evaluation tasks timed per path")
     parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     args = parser.parse_args(argv)
+    keep_freed_memory()
 
     cfg = compose_preset(data_root(args.data))
     t = cfg.trainer
@@ -112,8 +129,10 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     base = build_model(cfg.model, family.ways)
 
+    placed = place(copy.deepcopy(base), torch.device("cpu"), torch.float32)
+
     def fresh():
-        model = copy.deepcopy(base)
+        model = place(copy.deepcopy(base), torch.device("cpu"), torch.float32)  # as the trainer places it
         return model, InnerOptimizer(model, t)
 
     # FLOPs of one meta-iteration and one evaluation task, counted on the sequential path
@@ -127,7 +146,7 @@ def main(argv=None) -> None:
     eval_flops = counter.get_total_flops()
 
     rows = {}
-    model, _ = fresh()
+    model = copy.deepcopy(base)  # the baseline keeps PyTorch's default layout, as a plain loop would
     rows["train: learn2learn-style loop"] = 1 / timed(lambda i: l2l_meta_step(model, *draws[i], 0.5), args.iters)
     model, opt = fresh()
     rows["train: sequential (reference)"] = 1 / timed(
@@ -140,16 +159,28 @@ def main(argv=None) -> None:
     for path in ("sequential", "batched"):
         ecfg = copy.deepcopy(cfg.eval)
         ecfg.path = path
-        ev = Evaluator(family, base, t, ecfg, torch.device("cpu"), torch.float32)
+        ev = Evaluator(family, placed, t, ecfg, torch.device("cpu"), torch.float32)
         ev.evaluate(get_params(base), state, "test", min(5, args.eval_tasks), 99, progress=False)  # warm-up
         start = time.perf_counter()
         ev.evaluate(get_params(base), state, "test", args.eval_tasks, 0, progress=False)
         rows[f"eval: {path}"] = args.eval_tasks / (time.perf_counter() - start)
 
+    profiles = {}
+    if not args.no_profile:
+        model, opt = fresh()
+        profiles["train: sequential (reference)"] = top_ops(
+            lambda i: sequential_meta_step(model, opt, *draws[i], "reptile", 0.5, "classification"))
+        model, opt = fresh()
+        adaptation = StackedAdaptation(model, "classification")
+        profiles["train: batched (fast path)"] = top_ops(
+            lambda i: batched_meta_step(model, opt, adaptation, *draws[i], "reptile", 0.5, t))
+        ev = Evaluator(family, placed, t, cfg.eval, torch.device("cpu"), torch.float32)
+        profiles[f"eval: batched, chunks of {ev.chunk_size}"] = top_ops(
+            lambda i: ev.evaluate(get_params(base), state, "test", ev.chunk_size, i, progress=False), calls=1)
     peak = matmul_gflops()
     result = {"setting": "omniglot_5w1s", "threads": torch.get_num_threads(), "torch": torch.__version__,
               "matmul_gflops": peak, "train_gflop_per_iter": train_flops / 1e9,
-              "eval_gflop_per_task": eval_flops / 1e9, "rates": rows,
+              "eval_gflop_per_task": eval_flops / 1e9, "rates": rows, "profiles": profiles,
               "ratios": {"train batched / learn2learn-style": rows["train: batched (fast path)"]
                          / rows["train: learn2learn-style loop"],
                          "train sequential / learn2learn-style": rows["train: sequential (reference)"]
@@ -165,6 +196,13 @@ def main(argv=None) -> None:
         table.add_row(name, f"{rate:.2f} {unit}", f"{rate * flops / 1e9:.1f}", f"{rate / baseline:.2f}x")
     table.add_row("float32 matmul 1024^2", "", f"{peak:.1f}", "")
     Console().print(table)
+    for name, ops in profiles.items():
+        prof_table = Table(title=f"where the time goes: {name} (share of self CPU time)")
+        prof_table.add_column("operator")
+        prof_table.add_column("share", justify="right")
+        for op, share in ops:
+            prof_table.add_row(op, f"{100 * share:.1f}%")
+        Console().print(prof_table)
     for k, v in result["ratios"].items():
         Console().print(f"{k}: {v:.2f}x")
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -19,7 +19,7 @@ import torch
 from reptile_cli.errors import ReptileError
 
 FORMAT = "reptile-cli/checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.bn_eps recorded (see upgrade_v1)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -87,7 +87,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                            f"e.g. the run's last.pt or best.pt") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ReptileError(f"{path} is not a reptile checkpoint (no '{FORMAT}' stamp)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise ReptileError(f"{path} has checkpoint format {ckpt.get('format_version')}, this reptile reads "
+    version = ckpt.get("format_version")
+    if version == 1:
+        upgrade_v1(ckpt)
+    elif version != FORMAT_VERSION:
+        raise ReptileError(f"{path} has checkpoint format {version}, this reptile reads 1 to "
                            f"{FORMAT_VERSION}: use the reptile version that wrote it")
     return ckpt
+
+
+def upgrade_v1(ckpt: dict[str, Any]) -> None:
+    """Format 1 predates ``model.bn_eps``: its conv4 models used PyTorch's batch-norm epsilon, 1e-5. Record it
+    so that evaluating or resuming such a checkpoint keeps the network it was trained as."""
+    model = ckpt.get("config", {}).get("model", {})
+    if model.get("name") == "conv4":
+        model.setdefault("bn_eps", 1e-5)
+    ckpt["format_version"] = FORMAT_VERSION

@@ -8,9 +8,12 @@ Errors become one line on stderr and an exit code (``reptile_cli.errors``); ``--
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -70,18 +73,25 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
     if not OmegaConf.has_resolver("reptile_eval_dir"):
         OmegaConf.register_new_resolver("reptile_eval_dir", _eval_dir)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them as one line
+    from reptile_cli.device import keep_freed_memory
+
+    keep_freed_memory()
     from reptile_cli import rundir
 
     argv = sys.argv
     rundir.COMMAND = ["reptile", *argv[1:]]
     sys.argv = [f"reptile-{config_name}", *hydra_args]
-    from reptile_cli.jobs import pop_error
+    from reptile_cli.jobs import SWEEP_FAILURES, pop_error
 
     try:
         hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task_function)()
         err = pop_error()
         if err is not None:
             raise err
+        if SWEEP_FAILURES:
+            where, failed, total = SWEEP_FAILURES.pop()
+            raise ReptileError(f"{failed} of {total} jobs failed (their state.json says why; table in "
+                               f"{where / 'sweep.csv'})")
     except ReptileError as err:
         if _trace:
             raise
@@ -129,6 +139,25 @@ def _hydra_flags(multirun: bool, cfg: str | None) -> list[str]:
     return (["--multirun"] if multirun else []) + (["--cfg", cfg] if cfg else [])
 
 
+def process_overrides(multirun: bool) -> list[str]:
+    """Under ``torchrun`` all processes share rank 0's run directory: the other ranks get a throw-away Hydra
+    directory, no log files, and learn rank 0's directory when the job starts (``reptile_cli.jobs``)."""
+    from reptile_cli.distributed import rank_from_env, world_size_from_env
+
+    if world_size_from_env() <= 1:
+        return []
+    if multirun:
+        _fail(EXIT_USAGE, "-m cannot run under torchrun: start the sweep without torchrun (each job is one run), "
+                          "or run torchrun once per setting")
+    rank = rank_from_env()
+    if rank == 0:
+        return []
+    scratch = tempfile.mkdtemp(prefix=f"reptile-rank{rank}-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return [f"hydra.run.dir={_quote(scratch)}", "hydra.output_subdir=null", "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled"]
+
+
 MULTIRUN = typer.Option("--multirun", "-m", help="Hydra multirun: sweep comma-separated values, one job each.")
 CFG = typer.Option("--cfg", help="Print the composed config (job, hydra or all) and exit without running.")
 
@@ -142,10 +171,12 @@ def train(
     """Meta-train a model. OVERRIDES use Hydra syntax, e.g. experiment=sine trainer.meta_iters=1000.
 
     Other Hydra flags pass through (--info, --config-dir, --hydra-help). Presets: conf/experiment/.
+    Several processes: torchrun --nproc_per_node=P -m reptile_cli train OVERRIDES (README "Several processes").
     """
     from reptile_cli.jobs import train_main
 
-    run_hydra("train", train_main, _hydra_flags(multirun, cfg) + resume_overrides(list(ctx.args)))
+    run_hydra("train", train_main,
+              _hydra_flags(multirun, cfg) + resume_overrides(list(ctx.args)) + process_overrides(multirun))
 
 
 def _key(override: str) -> str:
@@ -158,11 +189,20 @@ def resume_overrides(args: list[str]) -> list[str]:
     ``hydra.run.dir`` is set to the run's directory. ``auto`` and other arguments pass unchanged."""
     resume = [a for a in args if _key(a) == "trainer.resume"]
     value = resume[-1].split("=", 1)[1].strip("'\"") if resume else ""
-    if value in ("", "auto", "null", "None"):
+    if value in ("", "null", "None"):
+        given_dir = [a.split("=", 1)[1].strip("'\"") for a in args if _key(a) == "hydra.run.dir"]
+        if given_dir and (Path(given_dir[-1]).expanduser() / "last.pt").is_file():
+            _fail(EXIT_USAGE, f"hydra.run.dir={given_dir[-1]} already holds a run (last.pt): continue it with "
+                              f"trainer.resume={given_dir[-1]}, or give another hydra.run.dir")
+        return args
+    if value == "auto":
         return args
     path = Path(value).expanduser()
     if not path.exists():
         _fail(EXIT_ERROR, f"trainer.resume={value}: no such run directory or checkpoint")
+    if path.is_dir() and not (path / "last.pt").is_file():
+        _fail(EXIT_ERROR, f"trainer.resume={value}: {path} holds no last.pt; give a run directory of `reptile "
+                          f"train` (runs/<name>/<time>) or a checkpoint file")
     run_dir = (path if path.is_dir() else path.parent).resolve()
     saved = run_dir / ".hydra" / "overrides.yaml"
     given = {_key(a) for a in args if "=" in a}
@@ -198,7 +238,31 @@ def evaluate(
         if not Path(p).exists():
             _fail(EXIT_ERROR, f"checkpoint {p} does not exist: give a .pt file or a run directory holding last.pt")
     overrides = [f"checkpoint={_quote(paths[0])}"] + ([f"checkpoint_b={_quote(paths[1])}"] if len(paths) > 1 else [])
-    run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args)
+    run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args + process_overrides(multirun))
+
+
+@app.command()
+def sweep(sweep_dir: Annotated[Path, typer.Argument(help="A `reptile train -m` sweep directory.")]):
+    """Report a sweep: every job's overrides and final validation metric with its 95% CI, ranked by the
+    validation metric (never test numbers), failed and stopped jobs with their state, seed groups as mean ±
+    std; writes sweep.csv and val_curves.png into SWEEP_DIR."""
+    from reptile_cli.jobs import write_sweep_report
+    from reptile_cli.report import find_jobs
+
+    jobs = _data_call(find_jobs, sweep_dir)
+    _data_call(write_sweep_report, sweep_dir, jobs)
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A `reptile train` run directory.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="PNG path (default RUN_DIR/curves.png).")]
+    = None,
+):
+    """Draw a run's training loss and validation curve (with its 95% CI band) to a PNG."""
+    from reptile_cli.plots import plot_run
+
+    typer.echo(f"wrote {_data_call(plot_run, run_dir, output)}")
 
 
 # ----------------------------------------------------------------------------------------------- data

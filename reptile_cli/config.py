@@ -93,6 +93,8 @@ class ModelConfig:
     filters: int = 64
     stride: int = 2  # 2 for Omniglot (no pooling); 1 with max-pool for Mini-ImageNet
     max_pool: bool = False
+    # batch-norm epsilon: 1e-3 as TensorFlow's batch_normalization in the reference (PyTorch's default is 1e-5)
+    bn_eps: float = 1e-3
     # mlp
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
@@ -150,7 +152,7 @@ class EvalConfig:
     inner_batch_size: int = 5
     inner_state: InnerState = InnerState.checkpoint
     path: TrainPath = TrainPath.batched  # batched: chunks of tasks at once; sequential: the reference loop
-    chunk_size: int = 0  # tasks per chunk on the batched path (0: 25 on a CPU, 500 on a GPU)
+    chunk_size: int = 0  # tasks per chunk on the batched path (0: by activation size, at most 25 CPU / 500 GPU)
 
 
 @dataclass
@@ -166,6 +168,9 @@ class TrainCommand:
     device: Device = Device.auto
     dtype: Dtype = Dtype.float32
     name: str = "run"  # run name, part of the run directory
+    # torch CPU threads of this process; 0: automatic (all cores for a single run; in a joblib sweep the
+    # cores divided by the parallel jobs; under submitit, cpus_per_task), so parallel jobs never oversubscribe
+    threads: int = 0
 
 
 # ----------------------------------------------------------------------------------------------- eval
@@ -215,6 +220,7 @@ class EvalCommand:
     trainer: TrainerOverrides = field(default_factory=lambda: TrainerOverrides())
     device: Device = Device.auto
     dtype: Dtype | None = None
+    threads: int = 0  # as ``reptile train``
     output: str | None = None  # where eval.json goes (default: Hydra's run directory)
 
 

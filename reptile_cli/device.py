@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import sys
 
 import torch
 
@@ -52,3 +54,21 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc (Linux) to keep freed memory for reuse instead of returning it to the system.
+
+    The inner loop frees and reallocates the same activation buffers at every step; by default glibc hands
+    blocks back (heap trimming, and a fresh mapping for each block over its threshold), and touching them again
+    costs a page fault per 4 KiB. Measured on a Mini-ImageNet evaluation (2 CPU cores): 1.55 million faults and
+    3.4 s of system time per 25 tasks before, 171 faults and 0.2 s after. Returns whether the settings took.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))

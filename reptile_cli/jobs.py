@@ -9,10 +9,13 @@ exits with the error's code. Inside a multirun a job never ends the process: it 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -22,9 +25,10 @@ from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device
+from reptile_cli.distributed import init_from_env, shutdown, world_size_from_env
 from reptile_cli.errors import ConfigError, ReptileError
 from reptile_cli.evaluate import Evaluator, summarize, write_eval_json
-from reptile_cli.models import build_model, check_input
+from reptile_cli.models import build_model, check_input, place
 from reptile_cli.rundir import write_state
 
 log = logging.getLogger("reptile")
@@ -63,31 +67,119 @@ def _guard(job, cfg: DictConfig):
         log.error("job %s %s: %s", HydraConfig.get().job.num, "stopped" if stopped else "failed", err)
 
 
+def configure_threads(requested: int) -> int:
+    """Set torch's CPU threads for this process and return the number.
+
+    ``threads=N`` (N > 0) is used as given. ``0`` (automatic) keeps torch's default (all cores, or
+    ``OMP_NUM_THREADS`` when set), except that processes running side by side divide the cores: in a
+    multirun, by the jobs that run at once (the joblib launcher's ``n_jobs``, -1 meaning one per core) or to
+    the submitit launchers' ``cpus_per_task``; under torchrun, by the processes on this machine. Two jobs that
+    each spread over all cores run many times slower than one at a time.
+
+    Raises:
+        ConfigError: a negative number.
+    """
+    if requested < 0:
+        raise ConfigError(f"threads={requested}: give a positive number of CPU threads, or 0 for automatic")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = requested or torch.get_num_threads()
+    if not requested and "OMP_NUM_THREADS" not in os.environ:
+        if world_size_from_env() > 1:
+            threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        elif _in_multirun():
+            launcher = HydraConfig.get().launcher
+            if launcher.get("cpus_per_task"):
+                threads = int(launcher.cpus_per_task)
+            elif launcher.get("n_jobs"):
+                parallel = cores if int(launcher.n_jobs) < 0 else min(int(launcher.n_jobs), cores)
+                threads = max(1, cores // parallel)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 # ----------------------------------------------------------------------------------------------- train
 def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     from reptile_cli.trainer import Trainer
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    configure_threads(cfg.threads)
+    dist = init_from_env(str(cfg.device.value))
     try:
-        trainer = Trainer(cfg, run_dir)
-    except ReptileError as err:
-        write_state(run_dir, "failed", message=str(err))
-        raise
-    log.info("run directory: %s", run_dir)
-    try:
-        summary = trainer.run()
-    except ReptileError as err:
-        if err.exit_code != 3:
-            write_state(run_dir, "failed", iteration=trainer.iteration, message=str(err))
-        raise
+        if dist is not None:  # every process works in rank 0's run directory; only rank 0 writes there
+            run_dir = Path(dist.broadcast(str(run_dir)))
+        main = dist is None or dist.is_main
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            trainer = Trainer(cfg, run_dir, dist)
+        except ReptileError as err:
+            if main:
+                write_state(run_dir, "failed", message=str(err))
+            raise
+        if not main:
+            return trainer.run()
+        log.info("run directory: %s", run_dir)
+        if dist is not None:
+            log.info("%d processes (%s): each adapts its share of the meta-batch of %d tasks; every task starts "
+                     "from the shared inner optimizer state (batched semantics), whatever trainer.path says",
+                     dist.world, dist.backend, cfg.trainer.meta_batch_size)
+        try:
+            summary = trainer.run()
+        except ReptileError as err:
+            if err.exit_code != 3:
+                write_state(run_dir, "failed", iteration=trainer.iteration, message=str(err))
+            raise
+    finally:
+        shutdown()
     if summary:
         print_summary(summary, f"validation, {summary['episodes']} tasks, iteration {trainer.iteration}")
     log.info("done: %s", run_dir)
     return summary
 
 
-def train_main(cfg: DictConfig) -> None:
-    _guard(train_job, cfg)
+def train_main(cfg: DictConfig) -> float | None:
+    """Hydra task function of ``reptile train``. Returns the final validation mean (accuracy or MSE) when the
+    run has a validation split, as the objective of sweepers such as Optuna; otherwise None."""
+    summary = _guard(train_job, cfg)
+    if summary is None and _in_multirun():
+        return math.nan  # a failed job: sweepers such as Optuna record the trial as failed
+    return float(summary["mean"]) if summary else None
+
+
+class SweepReport(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): when a multirun ends, whatever the
+    launcher, print the ranked table of its jobs, write ``sweep.csv`` and ``val_curves.png`` in the sweep
+    directory and remember how many jobs failed, so that ``reptile train -m`` exits 1 when any did."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from reptile_cli.report import find_jobs
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            jobs = find_jobs(sweep_dir)
+        except ReptileError as err:
+            log.warning("no sweep report: %s", err)
+            return
+        write_sweep_report(sweep_dir, jobs)
+        failed = [j.name for j in jobs if j.state not in ("completed", "stopped")]
+        if failed:
+            SWEEP_FAILURES.append((sweep_dir, len(failed), len(jobs)))
+
+
+SWEEP_FAILURES: list[tuple[Path, int, int]] = []
+
+
+def write_sweep_report(sweep_dir: Path, jobs) -> None:
+    """Print the sweep tables and write ``sweep.csv`` and ``val_curves.png`` into ``sweep_dir``."""
+    from reptile_cli.plots import plot_sweep
+    from reptile_cli.report import sweep_tables, write_sweep_csv
+
+    console = Console()
+    for table in sweep_tables(jobs):
+        console.print(table)
+    write_sweep_csv(sweep_dir / "sweep.csv", jobs)
+    png = plot_sweep(jobs, sweep_dir / "val_curves.png")
+    console.print(f"sweep.csv: {sweep_dir / 'sweep.csv'}" + (f"\nvalidation curves: {png}" if png else ""))
 
 
 # ----------------------------------------------------------------------------------------------- eval
@@ -130,10 +222,30 @@ def load_for_eval(path: str, cfg: DictConfig):
     except RuntimeError as err:
         raise ReptileError(f"{path}: weights do not fit model {merged.model.name} "
                            f"({str(err).splitlines()[0][:160]})") from None
-    return ckpt, merged, family, model.to(device, dtype)
+    return ckpt, merged, family, place(model, device, dtype)
+
+
+def task_differences(a: DictConfig, b: DictConfig) -> list[str]:
+    """``key: a -> b`` for the dataset and episode settings that differ between two evaluation configs; a key
+    that only one of them has (a setting added in a later version, e.g. ``dataset.split_fractions``) is not
+    a difference."""
+    out = []
+    for node in ("dataset", "episode"):
+        x, y = to_plain(a[node]), to_plain(b[node])
+        out += [f"{node}.{k}: {x[k]} -> {y[k]}" for k in sorted(set(x) & set(y)) if x[k] != y[k]]
+    return out
 
 
 def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
+    configure_threads(cfg.threads)
+    dist = init_from_env(str(cfg.device.value))
+    try:
+        return _eval(cfg, out_dir, dist)
+    finally:
+        shutdown()
+
+
+def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
     paths = [cfg.checkpoint] + ([cfg.checkpoint_b] if cfg.checkpoint_b else [])
     results, loaded = [], []
     for path in paths:
@@ -146,15 +258,18 @@ def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
         optimizer_state = ckpt.get("inner_optimizer")
         results.append(evaluator.evaluate(params, optimizer_state, e.split, e.episodes, e.seed,
-                                          progress=bool(merged.trainer.progress), label=Path(path).name))
+                                          progress=bool(merged.trainer.progress) and (dist is None or dist.is_main),
+                                          label=Path(path).name, dist=dist))
     if len(loaded) == 2:
-        same = ("dataset", "episode")
-        a, b = ({k: to_plain(m[k]) for k in same} for _, m in loaded)
-        if a != b:
-            raise ConfigError(f"{paths[0]} and {paths[1]} were trained on different datasets or task settings, so "
-                              f"their tasks are not identical: a paired comparison needs the same dataset and episode")
+        differ = task_differences(loaded[0][1], loaded[1][1])
+        if differ:
+            raise ConfigError(f"{paths[0]} and {paths[1]} were trained on different datasets or task settings "
+                              f"({'; '.join(differ[:3])}), so their tasks are not identical: a paired comparison "
+                              f"needs the same dataset and episode settings")
     ckpt, merged = loaded[0]
     summary = results[0].summary()
+    if dist is not None and not dist.is_main:
+        return summary
     extra = {"per_task": results[0].after}
     if len(results) == 2:
         diff = [a - b for a, b in zip(results[0].after, results[1].after)]

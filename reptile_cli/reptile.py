@@ -109,8 +109,18 @@ def fomaml_update(theta: Params, last_steps: Params, eps: float) -> Params:
     return {n: theta[n] + eps * last_steps[n] for n in theta}
 
 
+# Sums over this process's tasks -> means over the meta-batch's tasks (all processes), tensor by tensor.
+TaskMean = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+
+def divide_by(n: int) -> TaskMean:
+    """The :data:`TaskMean` of a single process holding all ``n`` tasks."""
+    return lambda sums: [s / n for s in sums]
+
+
 def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: list, batches: list,
-                         algorithm: str, eps: float, kind: str, autocast=None, shared_state: bool = False) -> float:
+                         algorithm: str, eps: float, kind: str, autocast=None, shared_state: bool = False,
+                         task_mean: TaskMean | None = None) -> float:
     """One outer-loop iteration on the reference (sequential) path, updating ``model`` in place.
 
     Each task starts from theta. With ``shared_state=False`` (the reference) it also starts from the
@@ -119,33 +129,44 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     optimizer ends with the mean of the tasks' states.
 
     Args:
-        tasks: the meta-batch, :class:`reptile_cli.data.episodes.Task` each.
+        tasks: the meta-batch, :class:`reptile_cli.data.episodes.Task` each (this process's share of it).
         batches: per task, its list of inner index batches.
         algorithm: ``reptile`` or ``fomaml``.
         eps: meta step size of this iteration.
+        task_mean: turns this process's sums over its tasks into means over the whole meta-batch (see
+            :data:`TaskMean`); default: divide by ``len(tasks)``. Needs ``shared_state=True`` when the
+            meta-batch is split across processes.
 
     Returns:
         mean over tasks of the last inner step's loss.
     """
+    task_mean = task_mean or divide_by(len(tasks))
     theta = get_params(model)
+    names = list(theta)
     total = {n: torch.zeros_like(p) for n, p in theta.items()}
     start = optimizer.snapshot() if shared_state else None
     ends = []
-    losses = []
+    loss_sum = torch.zeros((), dtype=next(iter(theta.values())).dtype, device=next(iter(theta.values())).device)
     for task, task_batches in zip(tasks, batches):
         if shared_state:
             optimizer.restore(start)
         last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast)
-        losses.append(last)
+        loss_sum += last
         if shared_state:
             ends.append(optimizer.snapshot())
         with torch.no_grad():
             for n, p in model.named_parameters():
                 total[n] += p - before_last[n] if algorithm == "fomaml" else p
         set_params(model, theta)
+    state_sums = []
+    if shared_state and optimizer.kind == "adam":
+        state_sums = [torch.stack(ts).sum(0) for part in (1, 2) for ts in zip(*(s[part] for s in ends))]
+    means = task_mean([total[n] for n in names] + state_sums + [loss_sum.reshape(1)])
     if shared_state:
-        optimizer.restore_mean(ends)
-    mean = {n: t / len(tasks) for n, t in total.items()}
+        k = len(names)
+        optimizer.step_count = ends[0][0] if ends else start[0]
+        if optimizer.kind == "adam":
+            optimizer.exp_avg, optimizer.exp_avg_sq = means[k:2 * k], means[2 * k:3 * k]
     update = fomaml_update if algorithm == "fomaml" else meta_update
-    set_params(model, update(theta, mean, eps))
-    return sum(losses) / len(losses)
+    set_params(model, update(theta, dict(zip(names, means)), eps))
+    return float(means[-1])

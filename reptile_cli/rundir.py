@@ -84,8 +84,8 @@ def provenance(device: torch.device, dtype: str, data_checksum: str, **extra: An
     dev = {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else
            platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
     return {"versions": versions, **git_commit(), "device": dev, "dtype": dtype, "dataset_checksum": data_checksum,
-            "command": COMMAND or sys.argv, "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **extra}
+            "command": COMMAND or sys.argv, "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 
 
 class MetricsLog:
@@ -94,10 +94,12 @@ class MetricsLog:
     On resume, :meth:`truncate` drops lines past the checkpoint's iteration, so iterations never repeat.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
 
     def append(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -113,5 +115,7 @@ class MetricsLog:
         return out
 
     def truncate(self, iteration: int) -> None:
+        if not self.enabled:
+            return
         kept = [r for r in self.read() if r.get("iteration", 0) <= iteration]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))

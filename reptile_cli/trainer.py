@@ -25,17 +25,13 @@ from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_chec
 from reptile_cli.config import to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device, seeded
+from reptile_cli.distributed import Distributed, check_meta_batch
 from reptile_cli.errors import EXIT_STOPPED, ConfigError, ReptileError
 from reptile_cli.evaluate import Evaluator, write_eval_json
 from reptile_cli.inner_optim import InnerOptimizer
-from reptile_cli.models import build_model, check_input
+from reptile_cli.models import build_model, check_input, place
 from reptile_cli.progress import progress_bar
-from reptile_cli.reptile import (
-    get_params,
-    inner_batches,
-    meta_step_size,
-    sequential_meta_step,
-)
+from reptile_cli.reptile import get_params, inner_batches, meta_step_size, sequential_meta_step
 from reptile_cli.rundir import MetricsLog, provenance, write_json, write_state
 
 log = logging.getLogger("reptile")
@@ -58,6 +54,15 @@ def check_trainer(t) -> None:
         raise ConfigError(f"trainer.eval_every={t.eval_every}: must be 0 (end only) or positive")
     if not t.inner_lr > 0 or not math.isfinite(t.inner_lr):
         raise ConfigError(f"trainer.inner_lr={t.inner_lr}: must be a positive finite number")
+    for key in ("meta_step_size", "meta_step_size_final"):
+        if not 0 <= getattr(t, key) < math.inf:
+            raise ConfigError(f"trainer.{key}={getattr(t, key)}: must be a finite number >= 0 (the paper anneals "
+                              f"1.0 -> 0 on images, 0.1 -> 0 on sine)")
+    if not 0 <= t.adam_beta1 < 1 or not 0 <= t.adam_beta2 < 1 or not t.adam_eps > 0:
+        raise ConfigError(f"trainer.adam_beta1={t.adam_beta1} adam_beta2={t.adam_beta2} adam_eps={t.adam_eps}: "
+                          f"betas must be in [0, 1) and adam_eps positive")
+    if t.max_time is not None and not t.max_time > 0:
+        raise ConfigError(f"trainer.max_time={t.max_time}: give a positive number of seconds, or null for no limit")
 
 
 def better(metric: str, new: float, old: float | None) -> bool:
@@ -74,19 +79,22 @@ class Trainer:
         ReptileError: the loss or weights became non-finite (the last good checkpoint is kept).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: DictConfig, run_dir: Path, dist: Distributed | None = None):
+        self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
+        self.main = dist is None or dist.is_main  # only the main process writes files and logs progress
         check_trainer(cfg.trainer)
+        if dist is not None:
+            check_meta_batch(cfg.trainer.meta_batch_size, dist.world)
         self.device = resolve_device(cfg.device)
         self.dtype, self.autocast = precision(cfg.dtype, self.device)
         self.family = build_task_family(cfg.dataset, cfg.episode)
         check_input(cfg.model, getattr(self.family, "image_shape", None))
         with seeded(rng.derive_seed(cfg.seed, "init")):
             self.model = build_model(cfg.model, self.family.ways)
-        self.model.to(self.device, self.dtype)
+        self.model = place(self.model, self.device, self.dtype)
         self.optimizer = InnerOptimizer(self.model, cfg.trainer)
         self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.iteration, self.best, self.best_iteration = 0, None, None
         self.stop_reason: str | None = None
 
@@ -101,8 +109,13 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.run_dir / name
-        save_checkpoint(path, self.state())
+        if self.main:
+            save_checkpoint(path, self.state())
         return path
+
+    def write_state(self, state: str, **info) -> None:
+        if self.main:
+            write_state(self.run_dir, state, **info)
 
     def resume_from(self, where: str) -> None:
         """Continue from ``last.pt`` of a run directory (or a checkpoint file): weights, inner optimizer
@@ -127,7 +140,8 @@ class Trainer:
         evaluator = Evaluator(self.family, self.model, self.cfg.trainer, self.cfg.eval, self.device, self.dtype,
                               self.autocast)
         return evaluator.evaluate(get_params(self.model), self.optimizer.state_dict(), "val", episodes,
-                                  self.cfg.eval.seed, progress=self.cfg.trainer.progress, label=label)
+                                  self.cfg.eval.seed, progress=self.cfg.trainer.progress and self.main, label=label,
+                                  dist=self.dist)
 
     def record_validation(self, result) -> dict:
         summary = result.summary()
@@ -152,17 +166,11 @@ class Trainer:
             resume = str(self.run_dir) if (self.run_dir / "last.pt").is_file() else None
         if resume:
             self.resume_from(resume)
-        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        this = provenance(self.device, str(cfg.dtype.value), self.family.checksum, path=t.path.value)
-        prov_file = self.run_dir / "provenance.json"
-        if resume and prov_file.is_file():  # keep the original record; list each resume after it
-            first = json.loads(prov_file.read_text())
-            first.setdefault("resumed", []).append({"iteration": self.iteration, **this})
-            this = first
-        write_json(prov_file, this)
+        if self.main:
+            self.write_records(bool(resume))
         if not resume:
             self.save("init.pt")
-        write_state(self.run_dir, "running", iteration=self.iteration)
+        self.write_state("running", iteration=self.iteration)
         has_val = "val" in self.family.splits
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
@@ -175,36 +183,84 @@ class Trainer:
                 signal.signal(sig, handler)
         summary = {}
         if has_val:
-            summary = self.record_validation(self.validate(cfg.eval.val_episodes, "final validation"))
-            write_eval_json(self.run_dir / "eval.json", summary, split="val", checkpoint=self.run_dir / "last.pt",
-                            iteration=self.iteration, cfg=cfg)
-        write_state(self.run_dir, "completed", iteration=self.iteration, best_metric=self.best,
-                    best_iteration=self.best_iteration)
+            try:
+                summary = self.record_validation(self.validate(cfg.eval.val_episodes, "final validation"))
+            except KeyboardInterrupt:
+                self.write_state("stopped", iteration=self.iteration, reason="SIGINT in final validation")
+                hint = resume_hint(self.run_dir)
+                raise Stopped(f"stopped during the final validation; last.pt (iteration {self.iteration}) is "
+                              f"complete: evaluate it, or finish with: reptile train {hint}") from None
+            if self.main:
+                write_eval_json(self.run_dir / "eval.json", summary, split="val",
+                                checkpoint=self.run_dir / "last.pt", iteration=self.iteration, cfg=cfg)
+        self.write_state("completed", iteration=self.iteration, best_metric=self.best,
+                         best_iteration=self.best_iteration)
         return summary
 
-    def _loop(self, has_val: bool) -> None:
+    def write_records(self, resumed: bool) -> None:
+        """``config.yaml`` and ``provenance.json`` (on resume, the original record with the resume appended)."""
         cfg, t = self.cfg, self.cfg.trainer
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        extra = {"path": t.path.value}
+        if self.dist is not None:
+            extra.update(processes=self.dist.world, backend=self.dist.backend,
+                         inner_state_semantics="shared per meta-iteration (batched semantics: several processes)")
+        this = provenance(self.device, str(cfg.dtype.value), self.family.checksum, **extra)
+        prov_file = self.run_dir / "provenance.json"
+        if resumed and prov_file.is_file():  # keep the original record; list each resume after it
+            first = json.loads(prov_file.read_text())
+            first.setdefault("resumed", []).append({"iteration": self.iteration, **this})
+            this = first
+        write_json(prov_file, this)
+
+    def meta_step(self, it: int, eps: float) -> float:
+        """One outer-loop iteration on this process's tasks of the meta-batch; returns the mean last inner
+        loss over all the meta-batch's tasks."""
+        cfg, t = self.cfg, self.cfg.trainer
+        indices = self.dist.tasks(t.meta_batch_size) if self.dist else range(t.meta_batch_size)
+        tasks, batches = [], []
+        for i in indices:
+            task = self.family.train_task(cfg.seed, it, i)
+            task.x, task.y = task.x.to(self.device, self.dtype), task.y.to(self.device)
+            if task.y.is_floating_point():
+                task.y = task.y.to(self.dtype)
+            tasks.append(task)
+            batches.append(inner_batches(len(task.x), t.inner_batch_size, t.inner_steps,
+                                         rng.generator(cfg.seed, "inner", it, i)))
+        total = t.meta_batch_size
+        if self.dist is None:
+            def task_mean(sums):
+                return [s / total for s in sums]
+        else:
+            def task_mean(sums):
+                return [s / total for s in self.dist.sum(sums)]
+        if t.path == "batched":
+            return batched_meta_step(self.model, self.optimizer, self.adaptation, tasks, batches, t.algorithm.value,
+                                     eps, t, task_mean)
+        return sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
+                                    self.family.kind, self.autocast, shared_state=self.dist is not None,
+                                    task_mean=task_mean)
+
+    def stop_agreed(self) -> bool:
+        """Whether any process wants to stop (a signal, the time budget): all must stop at the same iteration."""
+        if self.dist is None:
+            return self.stop_reason is not None
+        flag = torch.tensor([0.0 if self.stop_reason is None else 1.0])
+        if self.dist.backend == "nccl":
+            flag = flag.to(self.device)
+        if float(self.dist.sum([flag])[0]) > 0 and self.stop_reason is None:
+            self.stop_reason = "a stop on another process"
+        return self.stop_reason is not None
+
+    def _loop(self, has_val: bool) -> None:
+        t = self.cfg.trainer
         start_time, losses = time.time(), []
         log_time = start_time
-        with progress_bar(t.meta_iters, "train", enabled=t.progress, completed=self.iteration) as bar:
+        with progress_bar(t.meta_iters, "train", enabled=t.progress and self.main, completed=self.iteration) as bar:
             while self.iteration < t.meta_iters:
                 it = self.iteration
                 eps = meta_step_size(it, t.meta_iters, t.meta_step_size, t.meta_step_size_final)
-                tasks, batches = [], []
-                for i in range(t.meta_batch_size):
-                    task = self.family.train_task(cfg.seed, it, i)
-                    task.x, task.y = task.x.to(self.device, self.dtype), task.y.to(self.device)
-                    if task.y.is_floating_point():
-                        task.y = task.y.to(self.dtype)
-                    tasks.append(task)
-                    batches.append(inner_batches(len(task.x), t.inner_batch_size, t.inner_steps,
-                                                 rng.generator(cfg.seed, "inner", it, i)))
-                if t.path == "batched":
-                    loss = batched_meta_step(self.model, self.optimizer, self.adaptation, tasks, batches,
-                                             t.algorithm.value, eps, t)
-                else:
-                    loss = sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
-                                                self.family.kind, self.autocast)
+                loss = self.meta_step(it, eps)
                 if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
                     raise ReptileError(f"training diverged at iteration {it + 1} (loss {loss}): lower "
                                        f"trainer.inner_lr or trainer.meta_step_size; last good checkpoint kept in "
@@ -212,7 +268,7 @@ class Trainer:
                 self.iteration = it + 1
                 losses.append(loss)
                 bar.advance(f"loss {loss:.4f}")
-                if self.iteration % t.log_every == 0 or self.iteration == t.meta_iters:
+                if self.main and (self.iteration % t.log_every == 0 or self.iteration == t.meta_iters):
                     elapsed, mean_loss = time.time() - start_time, sum(losses) / len(losses)
                     self.metrics.append({"iteration": self.iteration, "train/loss": mean_loss,
                                          "train/meta_step_size": eps, "time/elapsed_s": round(elapsed, 3)})
@@ -223,18 +279,19 @@ class Trainer:
                     self.record_validation(self.validate(t.val_tasks, "validation"))
                 if self.iteration % t.checkpoint_every == 0 or self.iteration == t.meta_iters:
                     self.save("last.pt")
+                    self.write_state("running", iteration=self.iteration)
                 if self.stop_reason is None and t.max_time and time.time() - start_time > t.max_time:
                     self.stop_reason = f"trainer.max_time={t.max_time:g}s"
-                if self.stop_reason and self.iteration < t.meta_iters:
+                if self.stop_agreed() and self.iteration < t.meta_iters:
                     self.save("last.pt")
-                    write_state(self.run_dir, "stopped", iteration=self.iteration, reason=self.stop_reason)
+                    self.write_state("stopped", iteration=self.iteration, reason=self.stop_reason)
                     raise Stopped(f"stopped by {self.stop_reason} at iteration {self.iteration}; resume with: "
                                   f"reptile train {resume_hint(self.run_dir)}")
 
 
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUME_MAY_CHANGE = ("trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
-                     "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.")
+                     "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.", "threads")
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

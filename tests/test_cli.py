@@ -1,5 +1,6 @@
 """The real entry point on a tiny budget: train, eval, multirun, and one-line errors for bad input."""
 
+import csv
 import json
 
 import pytest
@@ -32,6 +33,9 @@ def test_print_config_without_running(cli, tmp_path):
     ("experiment=nope", "experiment/nope"),
     ("device=tpu", "tpu"),
     ("trainer.meta_iters=0", "trainer.meta_iters=0"),
+    ("trainer.max_time=0", "trainer.max_time=0"),
+    ("trainer.meta_step_size=-1", "trainer.meta_step_size=-1"),
+    ("trainer.adam_beta2=1.0", "adam_beta2=1.0"),
 ])
 def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -80,7 +84,8 @@ def test_train_then_eval_sine(cli, tmp_path):
 def test_same_seed_same_weights(cli, tmp_path):
     runs = []
     for name in ("a", "b"):
-        r = cli("train", *SINE_SMALL, "trainer.meta_iters=50", "eval.val_episodes=5", f"hydra.run.dir={tmp_path / name}",
+        r = cli("train", *SINE_SMALL, "trainer.meta_iters=50", "eval.val_episodes=5",
+                f"hydra.run.dir={tmp_path / name}",
                 cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         runs.append(load_checkpoint(tmp_path / name / "last.pt")["model"])
@@ -107,9 +112,14 @@ def test_multirun_failed_job_is_recorded(cli, tmp_path):
     """A job that fails records state failed and the sweep goes on to the next job."""
     r = cli("train", "-m", *SINE_SMALL, "trainer.meta_iters=20", "trainer.eval_every=0", "eval.val_episodes=5",
             "episode.shots=10,99", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "1 of 2 jobs failed" in r.stderr.splitlines()[-1], r.stderr
     states = {json.loads((tmp_path / "sweep" / n / "state.json").read_text())["state"] for n in ("0", "1")}
     assert states == {"completed", "failed"}
+    rows = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
+    assert [(row["rank"], row["job"], row["state"], row["episode.shots"]) for row in rows] == [
+        ("1", "0", "completed", "10"), ("", "1", "failed", "99")]
+    assert float(rows[0]["val_mean"]) > 0 and rows[1]["val_mean"] == "" and "99" in rows[1]["message"]
+    assert "failed" in r.stdout  # the report printed at the end of the sweep lists it
 
 
 def test_eval_bad_inputs(cli, tmp_path):

@@ -196,3 +196,22 @@ def test_random_bytes_never_escape_as_other_errors(tmp_path):
         path.write_bytes(os.urandom(64 + 37 * i))
         with pytest.raises(ReptileError, match=path.name):
             load_checkpoint(path)
+
+
+def test_existing_run_directory_is_never_overwritten(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", *SINE, "trainer.meta_iters=50", f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    files = [run / "last.pt", run / "metrics.jsonl", run / ".hydra" / "overrides.yaml"]
+    before = [p.read_bytes() for p in files]
+    r = cli("train", *SINE, "trainer.meta_iters=60", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 2 and "already holds a run" in r.stderr and "trainer.resume=" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert [p.read_bytes() for p in files] == before
+
+
+def test_resume_of_a_folder_without_a_run(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("train", f"trainer.resume={empty}", cwd=tmp_path)
+    assert r.returncode == 1 and "holds no last.pt" in r.stderr
+    assert list(empty.iterdir()) == []  # nothing written there

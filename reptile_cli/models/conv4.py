@@ -8,7 +8,7 @@ Mini-ImageNet: 4 x [conv 3x3, 32 filters, stride 1, 'same' -> batch norm -> max-
 row and column go at the bottom and right. Batch norm never keeps running statistics: it always normalises
 with the current batch, at training and test time (REFERENCE.md), which is also what lets the inner loop be
 written as a pure function of the parameters. Weights start as TensorFlow's defaults (Glorot-uniform kernels,
-zero biases, batch-norm scale 1 and offset 0).
+zero biases, batch-norm scale 1 and offset 0, batch-norm epsilon 1e-3).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ class ConvBlock(nn.Module):
     again (rounded up) with max-pool.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, stride: int, max_pool: bool):
+    def __init__(self, in_channels: int, out_channels: int, size: int, stride: int, max_pool: bool,
+                 bn_eps: float = 1e-3):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride)
-        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
+        self.norm = nn.BatchNorm2d(out_channels, eps=bn_eps, track_running_stats=False)
         self.pad = same_padding(size, 3, stride)
         self.max_pool = max_pool
         nn.init.xavier_uniform_(self.conv.weight)
@@ -61,16 +62,20 @@ class Conv4(nn.Module):
         filters: channels of every conv layer (64 Omniglot, 32 Mini-ImageNet).
         stride: conv stride (2 Omniglot, 1 Mini-ImageNet).
         max_pool: max-pool after each batch norm (Mini-ImageNet).
+        bn_eps: batch-norm epsilon added to the batch variance; 1e-3 as TensorFlow's ``batch_normalization``
+            in the reference implementation (PyTorch's own default is 1e-5). With a 1-shot batch of 5 images
+            the last layer normalises only 20 values per channel, whose variance can be small enough for the
+            epsilon to matter.
 
     Forward: ``[B, C, H, W]`` float -> logits ``[B, ways]``.
     """
 
     def __init__(self, ways: int, in_channels: int = 1, image_size: int = 28, filters: int = 64,
-                 stride: int = 2, max_pool: bool = False):
+                 stride: int = 2, max_pool: bool = False, bn_eps: float = 1e-3):
         super().__init__()
         blocks, size, channels = [], image_size, in_channels
         for _ in range(4):
-            blocks.append(ConvBlock(channels, filters, size, stride, max_pool))
+            blocks.append(ConvBlock(channels, filters, size, stride, max_pool, bn_eps))
             size = math.ceil(size / stride)
             if max_pool:
                 size = math.ceil(size / 2)

@@ -1,0 +1,82 @@
+"""PNG plots of training and validation curves (matplotlib, drawn off-screen with the Agg backend).
+
+``reptile plot RUN_DIR`` -> ``RUN_DIR/curves.png``: the mean training loss of each logging window and the
+validation metric with its 95% CI band, against the meta-iteration. ``reptile sweep SWEEP_DIR`` ->
+``SWEEP_DIR/val_curves.png``: the validation curve of every job, labelled by the overrides that vary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from reptile_cli.checkpoint import atomic_write  # noqa: E402
+from reptile_cli.errors import ReptileError  # noqa: E402
+from reptile_cli.report import Job, override_value, varying_keys  # noqa: E402
+from reptile_cli.rundir import MetricsLog  # noqa: E402
+
+LABELS = {"acc": "validation accuracy", "mse": "validation MSE"}
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> Path:
+    """Draw one run's curves from its ``metrics.jsonl``; returns the PNG's path.
+
+    Raises:
+        ReptileError: not a run directory, or no metrics recorded yet.
+    """
+    run_dir = Path(run_dir)
+    records = MetricsLog(run_dir / "metrics.jsonl").read()
+    if not records:
+        raise ReptileError(f"{run_dir} has no metrics.jsonl records: give a run directory of `reptile train` "
+                           f"(runs/<name>/<time>) that has logged at least trainer.log_every iterations")
+    train = [(r["iteration"], r["train/loss"]) for r in records if "train/loss" in r]
+    metric = next((m for m in LABELS if any(f"val/{m}" in r for r in records)), None)
+    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(11 if metric else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    if train:
+        ax.plot(*zip(*train), color="tab:blue")
+    ax.set(xlabel="meta-iteration", ylabel="training loss (mean over the logging window)", title="training")
+    ax.grid(alpha=0.3)
+    if metric:
+        val = [(r["iteration"], r[f"val/{metric}"], r.get(f"val/{metric}_ci95") or 0.0)
+               for r in records if f"val/{metric}" in r]
+        its, means, cis = zip(*val)
+        ax = axes[0][1]
+        ax.plot(its, means, marker="o", color="tab:orange")
+        ax.fill_between(its, [m - c for m, c in zip(means, cis)], [m + c for m, c in zip(means, cis)],
+                        color="tab:orange", alpha=0.25, label="95% CI over tasks")
+        ax.set(xlabel="meta-iteration", ylabel=LABELS[metric], title="validation")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(str(run_dir), fontsize=8)
+    return _save(fig, Path(out) if out else run_dir / "curves.png")
+
+
+def plot_sweep(jobs: list[Job], out: Path) -> Path | None:
+    """Draw every job's validation curve on one axes; None when no job recorded a validation."""
+    with_curves = [j for j in jobs if j.curve]
+    if not with_curves:
+        return None
+    keys = varying_keys(jobs)
+    metric = with_curves[0].metric
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for job in with_curves:
+        its, means, _ = zip(*job.curve)
+        label = " ".join(f"{k}={override_value(job, k)}" for k in keys) or job.name
+        ax.plot(its, means, marker="o", markersize=3, label=f"{job.name}: {label}" + ("" if job.ranked
+                                                                                      else f" ({job.state})"))
+    ax.set(xlabel="meta-iteration", ylabel=LABELS.get(metric, "validation"), title=f"{out.parent}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+

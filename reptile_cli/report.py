@@ -1,0 +1,220 @@
+"""Reports over finished runs: ``reptile sweep SWEEP_DIR`` (a table and CSV of every job of a Hydra multirun,
+ranked by its validation metric) and the data behind ``reptile plot``.
+
+A job is a directory holding ``.hydra/overrides.yaml`` (Hydra writes one per job, whatever the launcher).
+Its numbers come from the files the trainer writes: ``state.json`` (running, completed, stopped, failed),
+``eval.json`` (the final validation: mean and 95% CI over validation tasks) and ``metrics.jsonl`` (curves).
+Jobs are ranked by the validation metric only: test numbers are never used to choose between runs
+(REFERENCE.md: selecting on test classes is a leak). Jobs whose overrides differ only by ``seed`` form a
+group, summarised as the mean and the sample standard deviation across seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from reptile_cli.checkpoint import atomic_write_text
+from reptile_cli.errors import ReptileError
+from reptile_cli.rundir import MetricsLog, read_state
+
+HIGHER_IS_BETTER = {"acc": True, "mse": False}
+
+
+@dataclass
+class Job:
+    """One job of a sweep: where it ran, its overrides, its state and its final validation (if any)."""
+
+    path: Path
+    overrides: list[str]
+    state: str
+    message: str = ""
+    iteration: int | None = None
+    metric: str | None = None
+    mean: float | None = None
+    ci95: float | None = None
+    episodes: int | None = None
+    elapsed_s: float | None = None
+    curve: list[tuple[int, float, float | None]] = field(default_factory=list)  # (iteration, mean, ci95)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def ranked(self) -> bool:
+        return self.state == "completed" and self.mean is not None and math.isfinite(self.mean)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def load_job(path: Path) -> Job:
+    """Read one job directory (see the module docstring); missing files leave fields empty."""
+    overrides = [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
+    state = read_state(path)
+    job = Job(path, overrides, state.get("state", "not started"), state.get("message") or state.get("reason", ""),
+              state.get("iteration"))
+    eval_file = path / "eval.json"
+    if eval_file.is_file():
+        ev = json.loads(eval_file.read_text())
+        if ev.get("split") == "val":
+            job.metric, job.mean, job.ci95, job.episodes = ev["metric"], ev["mean"], ev["ci95"], ev["episodes"]
+    for record in MetricsLog(path / "metrics.jsonl").read():
+        if "time/elapsed_s" in record:
+            job.elapsed_s = record["time/elapsed_s"]
+        for metric in HIGHER_IS_BETTER:
+            if f"val/{metric}" in record:
+                job.metric = job.metric or metric
+                job.curve.append((record["iteration"], record[f"val/{metric}"], record.get(f"val/{metric}_ci95")))
+    return job
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job under ``sweep_dir`` (any depth), in job-number order.
+
+    Raises:
+        ReptileError: the directory does not exist or holds no Hydra job.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ReptileError(f"{sweep_dir} is not a directory: give the sweep directory printed by `reptile train -m`"
+                           f" (multirun/<name>/<time>)")
+    dirs = sorted({p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")},
+                  key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else math.inf, str(p)))
+    if not dirs:
+        raise ReptileError(f"{sweep_dir} holds no Hydra job (no */.hydra/overrides.yaml): give the directory of a "
+                           f"`reptile train -m` sweep")
+    return [load_job(d) for d in dirs]
+
+
+def varying_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value is not the same in every job, in first-seen order."""
+    values: dict[str, set] = {}
+    for job in jobs:
+        seen = {_key(o): o.split("=", 1)[-1] for o in job.overrides}
+        for key in {k for j in jobs for k in map(_key, j.overrides)}:
+            values.setdefault(key, set()).add(seen.get(key))
+    order = [k for j in jobs for k in map(_key, j.overrides)]
+    return [k for k in dict.fromkeys(order) if len(values[k]) > 1]
+
+
+def override_value(job: Job, key: str) -> str:
+    for o in job.overrides:
+        if _key(o) == key:
+            return o.split("=", 1)[1] if "=" in o else ""
+    return ""
+
+
+def rank(jobs: list[Job]) -> list[Job]:
+    """Completed jobs with a validation metric, best first; then every other job, in job order."""
+    done = [j for j in jobs if j.ranked]
+    if done:
+        higher = HIGHER_IS_BETTER[done[0].metric]
+        done.sort(key=lambda j: -j.mean if higher else j.mean)
+    return done + [j for j in jobs if not j.ranked]
+
+
+@dataclass
+class Group:
+    """Jobs whose overrides are equal except ``seed``: mean and sample std of their validation means."""
+
+    overrides: list[str]
+    jobs: list[Job]
+
+    @property
+    def values(self) -> list[float]:
+        return [j.mean for j in self.jobs if j.ranked]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def spread(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else math.nan
+
+
+def seed_groups(jobs: list[Job]) -> list[Group]:
+    """Groups of at least two jobs that differ only by ``seed``, best mean first."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        key = tuple(sorted(o for o in job.overrides if _key(o) != "seed"))
+        groups.setdefault(key, []).append(job)
+    out = [Group(list(k), v) for k, v in groups.items() if len(v) > 1 and any(_key(o) == "seed"
+                                                                             for j in v for o in j.overrides)]
+    metric = next((j.metric for j in jobs if j.ranked), "acc")
+    higher = HIGHER_IS_BETTER[metric]
+    out.sort(key=lambda g: (not g.values, -g.mean if higher else g.mean))
+    return out
+
+
+def fmt(metric: str | None, mean: float | None, ci: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    scale, digits = (100, 2) if metric == "acc" else (1, 4)
+    text = f"{mean * scale:.{digits}f}"
+    if ci is not None and math.isfinite(ci):
+        text += f" ± {ci * scale:.{digits}f}"
+    return text + ("%" if metric == "acc" else "")
+
+
+def sweep_csv(jobs: list[Job]) -> str:
+    """CSV text, one row per job in :func:`rank` order: rank, job, state, each varying override, metric,
+    mean, ci95 (raw units: accuracy in [0, 1] or MSE), validation tasks, iteration, elapsed seconds, message."""
+    keys = varying_keys(jobs)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["rank", "job", "state", *keys, "metric", "val_mean", "val_ci95", "val_episodes", "iteration",
+                     "elapsed_s", "overrides", "message"])
+    for i, job in enumerate(rank(jobs)):
+        writer.writerow([i + 1 if job.ranked else "", job.name, job.state, *(override_value(job, k) for k in keys),
+                         job.metric or "", job.mean if job.ranked else "", job.ci95 if job.ranked else "",
+                         job.episodes or "", job.iteration if job.iteration is not None else "",
+                         job.elapsed_s if job.elapsed_s is not None else "", " ".join(job.overrides), job.message])
+    return buf.getvalue()
+
+
+def write_sweep_csv(path: Path, jobs: list[Job]) -> None:
+    atomic_write_text(path, sweep_csv(jobs))
+
+
+def sweep_tables(jobs: list[Job]) -> list:
+    """Rich tables: every job ranked by validation metric, and (when seeds were swept) the seed groups."""
+    from rich.table import Table
+
+    keys = varying_keys(jobs)
+    metric = next((j.metric for j in jobs if j.metric), None)
+    name = {"acc": "val accuracy", "mse": "val MSE"}.get(metric, "validation")
+    table = Table(title=f"{len(jobs)} jobs, ranked by {name} (never by test numbers)",
+                  caption="± is the 95% CI over validation tasks: 1.96 x sample std / sqrt(tasks)")
+    for col in ("rank", "job", "state", *keys):
+        table.add_column(col)
+    table.add_column(f"{name} ± 95% CI", justify="right")
+    table.add_column("iteration", justify="right")
+    table.add_column("note")
+    for i, job in enumerate(rank(jobs)):
+        note = job.message if job.state != "completed" else ("" if job.ranked else "no validation split")
+        table.add_row(str(i + 1) if job.ranked else "-", job.name, job.state,
+                      *(override_value(job, k) for k in keys), fmt(job.metric, job.mean, job.ci95),
+                      "" if job.iteration is None else str(job.iteration), note[:90])
+    tables = [table]
+    groups = seed_groups(jobs)
+    if groups:
+        g_table = Table(title="across seeds: mean ± sample std of the jobs' validation means")
+        for col in ("settings", "seeds", f"{name} mean ± std", "jobs"):
+            g_table.add_column(col)
+        for g in groups:
+            settings = " ".join(o for o in g.overrides if _key(o) in keys) or "(common settings)"
+            g_table.add_row(settings, f"{len(g.values)}/{len(g.jobs)}", fmt(metric, g.mean, g.spread),
+                            ",".join(j.name for j in g.jobs))
+        tables.append(g_table)
+    return tables

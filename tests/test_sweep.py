@@ -1,0 +1,111 @@
+"""Sweeps: the report (ranking by validation only, seed groups, failed jobs), plots, and Hydra launchers."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reptile_cli.report import find_jobs, rank, seed_groups, sweep_csv, varying_keys
+from tests.test_cli import SINE_SMALL
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_job(root: Path, num: int, overrides: list[str], state: str, val: float | None = None,
+             metric: str = "acc", test: float | None = None) -> Path:
+    """A job directory as the trainer leaves it: overrides, state, metrics with a validation curve, eval.json."""
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "state.json").write_text(json.dumps({"state": state, "message": "boom" if state == "failed" else ""}))
+    lines = [{"iteration": 10, "train/loss": 1.0, "time/elapsed_s": 3.0}]
+    if val is not None:
+        lines.append({"iteration": 10, f"val/{metric}": val, f"val/{metric}_ci95": 0.01})
+        (job / "eval.json").write_text(json.dumps({"split": "val", "metric": metric, "mean": val, "ci95": 0.01,
+                                                   "episodes": 100}))
+    if test is not None:  # a test evaluation written elsewhere must never be used for ranking
+        (job / "eval").mkdir()
+        (job / "eval" / "eval.json").write_text(json.dumps({"split": "test", "metric": metric, "mean": test}))
+    (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return job
+
+
+def test_ranking_uses_validation_and_lists_failures(tmp_path):
+    fake_job(tmp_path, 0, ["trainer.inner_lr=0.1", "seed=0"], "completed", 0.80, test=0.99)
+    fake_job(tmp_path, 1, ["trainer.inner_lr=0.2", "seed=0"], "completed", 0.90, test=0.10)
+    fake_job(tmp_path, 2, ["trainer.inner_lr=0.3", "seed=0"], "failed")
+    fake_job(tmp_path, 3, ["trainer.inner_lr=0.4", "seed=0"], "stopped", 0.95)
+    jobs = find_jobs(tmp_path)
+    assert [j.name for j in rank(jobs)] == ["1", "0", "2", "3"]  # stopped: not ranked, listed with its state
+    assert varying_keys(jobs) == ["trainer.inner_lr"]
+    rows = list(csv.DictReader(sweep_csv(jobs).splitlines()))
+    assert [(r["rank"], r["job"], r["state"], r["trainer.inner_lr"]) for r in rows] == [
+        ("1", "1", "completed", "0.2"), ("2", "0", "completed", "0.1"), ("", "2", "failed", "0.3"),
+        ("", "3", "stopped", "0.4")]
+    assert rows[2]["message"] == "boom"
+
+
+def test_mse_ranks_lowest_first_and_seeds_group(tmp_path):
+    for num, (lr, seed, mse) in enumerate([(0.01, 0, 0.30), (0.01, 1, 0.50), (0.02, 0, 0.10), (0.02, 1, 0.20),
+                                           (0.02, 2, 0.30)]):
+        fake_job(tmp_path, num, [f"trainer.inner_lr={lr}", f"seed={seed}"], "completed", mse, metric="mse")
+    jobs = find_jobs(tmp_path)
+    assert [j.name for j in rank(jobs)] == ["2", "3", "0", "4", "1"]
+    groups = seed_groups(jobs)
+    assert [g.overrides for g in groups] == [["trainer.inner_lr=0.02"], ["trainer.inner_lr=0.01"]]
+    assert groups[0].mean == pytest.approx(0.2) and groups[0].spread == pytest.approx(0.1)  # std of .1 .2 .3
+    assert groups[1].mean == pytest.approx(0.4) and groups[1].spread == pytest.approx(0.141421356)
+
+
+def test_sweep_command_and_plots(cli, tmp_path):
+    fake_job(tmp_path / "s", 0, ["trainer.inner_lr=0.1"], "completed", 0.8)
+    fake_job(tmp_path / "s", 1, ["trainer.inner_lr=0.2"], "failed")
+    r = cli("sweep", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    assert "failed" in r.stdout and "80.00 ± 1.00%" in r.stdout
+    assert (tmp_path / "s" / "sweep.csv").is_file()
+    assert (tmp_path / "s" / "val_curves.png").read_bytes()[:8] == PNG
+    r = cli("plot", str(tmp_path / "s" / "0"))
+    assert r.returncode == 0 and (tmp_path / "s" / "0" / "curves.png").read_bytes()[:8] == PNG
+    for bad in (tmp_path / "nothing", tmp_path / "s" / "0" / ".hydra"):
+        r = cli("sweep", str(bad))
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "sweep" in r.stderr
+    r = cli("plot", str(tmp_path))
+    assert r.returncode == 1 and "metrics.jsonl" in r.stderr and "Traceback" not in r.stderr
+
+
+def sweep(tmp_path, *extra):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "reptile_cli", "train", "-m", *SINE_SMALL, "trainer.meta_iters=20",
+                             "trainer.eval_every=0", "eval.val_episodes=5", "name=same", *extra], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_with_divided_threads(tmp_path):
+    proc = sweep(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "trainer.inner_lr=0.01,0.02",
+                 f"hydra.sweep.dir={tmp_path}/sweep")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    jobs = find_jobs(tmp_path / "sweep")
+    assert [j.state for j in jobs] == ["completed", "completed"]
+    cores = len(os.sched_getaffinity(0))
+    for job in jobs:
+        prov = json.loads((job.path / "provenance.json").read_text())
+        assert prov["device"]["torch_threads"] == max(1, cores // min(2, cores))
+    assert (tmp_path / "sweep" / "sweep.csv").is_file()
+
+
+def test_two_sweeps_in_the_same_second_get_their_own_directories(tmp_path):
+    procs = [sweep(tmp_path, "seed=0,1") for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    dirs = sorted((tmp_path / "multirun" / "same").iterdir())
+    assert len(dirs) == 2
+    for d in dirs:
+        assert sorted(j.name for j in find_jobs(d)) == ["0", "1"]
