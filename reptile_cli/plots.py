@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from reptile_cli.checkpoint import atomic_write  # noqa: E402
 from reptile_cli.errors import ReptileError  # noqa: E402
-from reptile_cli.report import Job, override_value, varying_keys  # noqa: E402
+from reptile_cli.report import Job, override_value, split_curve, varying_keys  # noqa: E402
 from reptile_cli.rundir import MetricsLog  # noqa: E402
 
 LABELS = {"acc": "validation accuracy", "mse": "validation MSE"}
@@ -48,13 +48,18 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     ax.set(xlabel="meta-iteration", ylabel="training loss (mean over the logging window)", title="training")
     ax.grid(alpha=0.3)
     if metric:
-        val = [(r["iteration"], r[f"val/{metric}"], r.get(f"val/{metric}_ci95") or 0.0)
+        val = [(r["iteration"], r[f"val/{metric}"], r.get(f"val/{metric}_ci95") or 0.0, r.get("val/episodes"))
                for r in records if f"val/{metric}" in r]
-        its, means, cis = zip(*val)
+        periodic, final = split_curve(val)
         ax = axes[0][1]
-        ax.plot(its, means, marker="o", color="tab:orange")
-        ax.fill_between(its, [m - c for m, c in zip(means, cis)], [m + c for m, c in zip(means, cis)],
-                        color="tab:orange", alpha=0.25, label="95% CI over tasks")
+        if periodic:
+            its, means, cis, tasks = zip(*periodic)
+            ax.plot(its, means, marker="o", color="tab:orange", label=f"every trainer.eval_every ({tasks[0]} tasks)")
+            ax.fill_between(its, [m - c for m, c in zip(means, cis)], [m + c for m, c in zip(means, cis)],
+                            color="tab:orange", alpha=0.25, label="95% CI over tasks")
+        for it, mean, ci, tasks in final:
+            ax.errorbar([it], [mean], yerr=[ci], fmt="*", markersize=12, color="tab:red", capsize=4,
+                        label=f"final validation ({tasks} tasks) ± 95% CI")
         ax.set(xlabel="meta-iteration", ylabel=LABELS[metric], title="validation")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -71,10 +76,18 @@ def plot_sweep(jobs: list[Job], out: Path) -> Path | None:
     metric = with_curves[0].metric
     fig, ax = plt.subplots(figsize=(8, 5))
     for job in with_curves:
-        its, means, _ = zip(*job.curve)
         label = " ".join(f"{k}={override_value(job, k)}" for k in keys) or job.name
-        ax.plot(its, means, marker="o", markersize=3, label=f"{job.name}: {label}" + ("" if job.ranked
-                                                                                      else f" ({job.state})"))
+        label = f"{job.name}: {label}" + ("" if job.ranked else f" ({job.state})")
+        periodic, final = split_curve(job.curve)
+        color = None
+        if periodic:
+            its, means, _, _ = zip(*periodic)
+            color = ax.plot(its, means, marker="o", markersize=3, label=label)[0].get_color()
+        for it, mean, _, _ in final:
+            ax.plot([it], [mean], marker="*", markersize=11, linestyle="none", color=color,
+                    label=None if periodic else label)
+    ax.plot([], [], marker="*", markersize=11, linestyle="none", color="gray",
+            label="★ final validation (eval.val_episodes tasks; periodic points use trainer.val_tasks)")
     ax.set(xlabel="meta-iteration", ylabel=LABELS.get(metric, "validation"), title=f"{out.parent}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -42,7 +42,9 @@ class Job:
     ci95: float | None = None
     episodes: int | None = None
     elapsed_s: float | None = None
-    curve: list[tuple[int, float, float | None]] = field(default_factory=list)  # (iteration, mean, ci95)
+    # validation points (iteration, mean, ci95, tasks): periodic ones (trainer.val_tasks) and the final one
+    # (eval.val_episodes), which may use more tasks
+    curve: list[tuple[int, float, float | None, int | None]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -55,6 +57,15 @@ class Job:
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def split_curve(curve: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """(periodic points, other points): the periodic validations all use ``trainer.val_tasks`` tasks; a final
+    validation on another number of tasks (``eval.val_episodes``) is a separate estimate, not a curve point."""
+    if not curve:
+        return [], []
+    periodic = curve[0][3] if len(curve) > 1 else None
+    return [p for p in curve if p[3] == periodic], [p for p in curve if p[3] != periodic]
 
 
 def load_job(path: Path) -> Job:
@@ -74,7 +85,8 @@ def load_job(path: Path) -> Job:
         for metric in HIGHER_IS_BETTER:
             if f"val/{metric}" in record:
                 job.metric = job.metric or metric
-                job.curve.append((record["iteration"], record[f"val/{metric}"], record.get(f"val/{metric}_ci95")))
+                job.curve.append((record["iteration"], record[f"val/{metric}"], record.get(f"val/{metric}_ci95"),
+                                  record.get("val/episodes")))
     return job
 
 
@@ -196,7 +208,8 @@ def sweep_tables(jobs: list[Job]) -> list:
     name = {"acc": "val accuracy", "mse": "val MSE"}.get(metric, "validation")
     table = Table(title=f"{len(jobs)} jobs, ranked by {name} (never by test numbers)",
                   caption="± is the 95% CI over validation tasks: 1.96 x sample std / sqrt(tasks)")
-    for col in ("rank", "job", "state", *keys):
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    for col in ("rank", "job", "state", *(short if len(set(short)) == len(short) else keys)):
         table.add_column(col)
     table.add_column(f"{name} ± 95% CI", justify="right")
     table.add_column("iteration", justify="right")
