@@ -68,8 +68,8 @@ class Distributed:
         flat = torch.cat([t.reshape(-1) for t in tensors])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         out, start = [], 0
-        for t in tensors:
-            out.append(flat[start:start + t.numel()].view_as(t))
+        for t in tensors:  # same memory layout as the input (channels-last weights stay channels-last)
+            out.append(torch.empty_like(t).copy_(flat[start:start + t.numel()].view(t.shape)))
             start += t.numel()
         return out
 

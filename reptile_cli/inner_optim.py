@@ -84,16 +84,11 @@ class InnerOptimizer:
         return (self.step_count, [t.clone() for t in self.exp_avg], [t.clone() for t in self.exp_avg_sq])
 
     def restore(self, snap: tuple) -> None:
+        """Copy a :meth:`snapshot` back into the state's own buffers (the snapshot stays unchanged)."""
         self.step_count = snap[0]
         if self.kind == "adam":
-            self.exp_avg, self.exp_avg_sq = [t.clone() for t in snap[1]], [t.clone() for t in snap[2]]
-
-    def restore_mean(self, snaps: list[tuple]) -> None:
-        """Set the state to the elementwise mean of several snapshots (same step count)."""
-        self.step_count = snaps[0][0]
-        if self.kind == "adam":
-            self.exp_avg = [torch.stack(ts).mean(0) for ts in zip(*(s[1] for s in snaps))]
-            self.exp_avg_sq = [torch.stack(ts).mean(0) for ts in zip(*(s[2] for s in snaps))]
+            torch._foreach_copy_(self.exp_avg, snap[1])
+            torch._foreach_copy_(self.exp_avg_sq, snap[2])
 
     def state_dict(self) -> dict:
         """``{"kind", "step", "exp_avg": {name: tensor}, "exp_avg_sq": {...}}`` (copies, on the CPU)."""

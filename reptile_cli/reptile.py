@@ -145,26 +145,25 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     names = list(theta)
     total = {n: torch.zeros_like(p) for n, p in theta.items()}
     start = optimizer.snapshot() if shared_state else None
-    ends = []
+    adam_shared = shared_state and optimizer.kind == "adam"
+    state_sums = [torch.zeros_like(t) for t in optimizer.exp_avg + optimizer.exp_avg_sq] if adam_shared else []
     loss_sum = torch.zeros((), dtype=next(iter(theta.values())).dtype, device=next(iter(theta.values())).device)
     for task, task_batches in zip(tasks, batches):
         if shared_state:
             optimizer.restore(start)
         last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast)
         loss_sum += last
-        if shared_state:
-            ends.append(optimizer.snapshot())
+        if adam_shared:
+            torch._foreach_add_(state_sums, optimizer.exp_avg + optimizer.exp_avg_sq)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 total[n] += p - before_last[n] if algorithm == "fomaml" else p
         set_params(model, theta)
-    state_sums = []
-    if shared_state and optimizer.kind == "adam":
-        state_sums = [torch.stack(ts).sum(0) for part in (1, 2) for ts in zip(*(s[part] for s in ends))]
+    end_step = optimizer.step_count
     means = task_mean([total[n] for n in names] + state_sums + [loss_sum.reshape(1)])
     if shared_state:
         k = len(names)
-        optimizer.step_count = ends[0][0] if ends else start[0]
+        optimizer.step_count = end_step if tasks else start[0]
         if optimizer.kind == "adam":
             optimizer.exp_avg, optimizer.exp_avg_sq = means[k:2 * k], means[2 * k:3 * k]
     update = fomaml_update if algorithm == "fomaml" else meta_update

@@ -51,7 +51,7 @@ def test_glorot_kernels_and_zero_biases():
     w = model.blocks[1].conv.weight.detach()  # fan_in = fan_out = 64 * 9: Glorot-uniform bound sqrt(6 / 1152)
     bound = (6 / (2 * 64 * 9)) ** 0.5
     assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
-    assert all(float(b.abs().max()) == 0 for n, b in model.named_parameters() if n.endswith("bias"))
+    assert all(float(b.detach().abs().max()) == 0 for n, b in model.named_parameters() if n.endswith("bias"))
 
 
 def test_format_1_checkpoints_keep_pytorch_epsilon(tmp_path):
