@@ -45,6 +45,7 @@ def one_line(err: BaseException) -> str:
         text = "\n".join(line for line in str(e).splitlines()
                          if not re.match(r"\s*(full_key|object_type|reference_type|msg)\s*[:=]", line))
         text = text.split("Config search path:")[0]
+        text = re.sub(r"\s*To append to your config use \+\S+", "", text)
         if text.strip() and text.strip() not in " ".join(parts):
             parts.append(text.strip())
     return re.sub(r"\s+", " ", " ".join(parts))[:600]
@@ -96,8 +97,8 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
         if _trace:
             raise
         _fail(err.exit_code, str(err))
-    except KeyboardInterrupt:
-        _fail(3, "interrupted")
+    except KeyboardInterrupt as err:
+        _fail(3, str(err) or "interrupted")
     except Exception as err:  # Hydra's and OmegaConf's own errors, an OS error, or a bug
         if _trace:
             raise
@@ -175,12 +176,22 @@ def train(
     """
     from reptile_cli.jobs import train_main
 
+    refuse_new_keys(list(ctx.args))
     run_hydra("train", train_main,
               _hydra_flags(multirun, cfg) + resume_overrides(list(ctx.args)) + process_overrides(multirun))
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def refuse_new_keys(args: list[str]) -> None:
+    """``+key=value`` adds a key that no schema declares, which the tool would silently ignore: refuse it
+    (``hydra.*`` keys excepted, such as ``+hydra.callbacks...``)."""
+    for a in args:
+        if a.startswith("+") and "=" in a and not _key(a).startswith("hydra."):
+            _fail(EXIT_USAGE, f"{a}: '+' adds a key that reptile does not read; check the spelling of "
+                              f"{_key(a)} (every key is listed with `reptile train --cfg job`)")
 
 
 def resume_overrides(args: list[str]) -> list[str]:
@@ -196,6 +207,9 @@ def resume_overrides(args: list[str]) -> list[str]:
                               f"trainer.resume={given_dir[-1]}, or give another hydra.run.dir")
         return args
     if value == "auto":
+        given_dir = [a.split("=", 1)[1].strip("'\"") for a in args if _key(a) == "hydra.run.dir"]
+        if given_dir and (Path(given_dir[-1]).expanduser() / "last.pt").is_file():
+            return args + ["hydra.output_subdir=null"]  # keep the run's own .hydra/ record
         return args
     path = Path(value).expanduser()
     if not path.exists():
@@ -212,7 +226,8 @@ def resume_overrides(args: list[str]) -> list[str]:
 
         original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in given | {"hydra.run.dir"}]
     extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
-    return original + args + extra
+    # Hydra would rewrite the run's .hydra/overrides.yaml, which is the record this resume reads: keep it
+    return original + args + extra + ["hydra.output_subdir=null"]
 
 
 @app.command("eval", context_settings=PASS_THROUGH)

@@ -45,6 +45,11 @@ def _run_dir() -> Path:
 _pending: list[BaseException] = []
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A signal stopped one job of a multirun; the rest of the sweep is abandoned (exit code 3). A
+    KeyboardInterrupt, because Hydra's launchers record ordinary exceptions and go on to the next job."""
+
+
 def pop_error() -> BaseException | None:
     """The error a single (non-multirun) job ended with, for the CLI to report after Hydra returns."""
     return _pending.pop() if _pending else None
@@ -61,10 +66,15 @@ def _guard(job, cfg: DictConfig):
             _pending.append(err)
             return None
         stopped = isinstance(err, ReptileError) and err.exit_code == 3
-        if not stopped:
+        if not stopped and not isinstance(err, KeyboardInterrupt):
             text = str(err) if isinstance(err, ReptileError) else f"{type(err).__name__}: {err}"
             write_state(run_dir, "failed", message=text)
         log.error("job %s %s: %s", HydraConfig.get().job.num, "stopped" if stopped else "failed", err)
+        if getattr(err, "by_signal", False) or isinstance(err, KeyboardInterrupt):
+            # Ctrl-C / SIGTERM ends the whole sweep: jobs not started yet are not run
+            raise SweepInterrupted(f"sweep interrupted in {run_dir.parent}: job {run_dir.name} stopped and kept "
+                                   f"its last.pt (resume it with reptile train trainer.resume={run_dir}); "
+                                   f"the jobs after it did not run") from None
 
 
 def configure_threads(requested: int) -> int:
@@ -108,12 +118,13 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         if dist is not None:  # every process works in rank 0's run directory; only rank 0 writes there
             run_dir = Path(dist.broadcast(str(run_dir)))
         main = dist is None or dist.is_main
+        existing = (run_dir / "last.pt").is_file()  # a resume: its state.json belongs to the run until it starts
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
         try:
             trainer = Trainer(cfg, run_dir, dist)
         except ReptileError as err:
-            if main:
+            if main and not existing:
                 write_state(run_dir, "failed", message=str(err))
             raise
         if not main:
@@ -126,7 +137,7 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         try:
             summary = trainer.run()
         except ReptileError as err:
-            if err.exit_code != 3:
+            if err.exit_code != 3 and (trainer.started or not existing):
                 write_state(run_dir, "failed", iteration=trainer.iteration, message=str(err))
             raise
     finally:

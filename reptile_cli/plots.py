@@ -35,6 +35,11 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         ReptileError: not a run directory, or no metrics recorded yet.
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReptileError(f"{run_dir} " + ("is a file" if run_dir.exists() else "does not exist")
+                           + ": give a run directory of `reptile train` (runs/<name>/<time>)")
+    if (run_dir / "multirun.yaml").is_file():
+        raise ReptileError(f"{run_dir} is a sweep: use `reptile sweep {run_dir}` (or plot one job, {run_dir}/0)")
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     if not records:
         raise ReptileError(f"{run_dir} has no metrics.jsonl records: give a run directory of `reptile train` "
@@ -44,7 +49,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(11 if metric else 6, 4), squeeze=False)
     ax = axes[0][0]
     if train:
-        ax.plot(*zip(*train), color="tab:blue")
+        ax.plot(*zip(*train), color="tab:blue", marker="o" if len(train) == 1 else None)
     ax.set(xlabel="meta-iteration", ylabel="training loss (mean over the logging window)", title="training")
     ax.grid(alpha=0.3)
     if metric:

@@ -100,8 +100,16 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
         raise ReptileError(f"{sweep_dir} is not a directory: give the sweep directory printed by `reptile train -m`"
                            f" (multirun/<name>/<time>)")
-    dirs = sorted({p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")},
-                  key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else math.inf, str(p)))
+    if not (sweep_dir / "multirun.yaml").is_file():  # Hydra writes it at the root of every sweep
+        if (sweep_dir / ".hydra").is_dir() or (sweep_dir / "last.pt").is_file():
+            raise ReptileError(f"{sweep_dir} is a single run, not a sweep: use `reptile plot {sweep_dir}`")
+        sweeps = sorted(p.parent for p in sweep_dir.rglob("multirun.yaml"))
+        if sweeps:
+            raise ReptileError(f"{sweep_dir} holds {len(sweeps)} sweeps: give one of them, e.g. {sweeps[-1]}")
+        raise ReptileError(f"{sweep_dir} holds no sweep (no multirun.yaml): give the directory of a "
+                           f"`reptile train -m` sweep")
+    dirs = sorted({p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")},
+                  key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, str(p)))
     if not dirs:
         raise ReptileError(f"{sweep_dir} holds no Hydra job (no */.hydra/overrides.yaml): give the directory of a "
                            f"`reptile train -m` sweep")

@@ -40,8 +40,9 @@ log = logging.getLogger("reptile")
 class Stopped(ReptileError):
     """Training stopped on a signal or ``trainer.max_time``; ``last.pt`` was written (exit code 3)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, by_signal: bool = False):
         super().__init__(message, EXIT_STOPPED)
+        self.by_signal = by_signal  # Ctrl-C / SIGTERM (a multirun then stops as a whole), not a time budget
 
 
 def check_trainer(t) -> None:
@@ -97,6 +98,7 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.iteration, self.best, self.best_iteration = 0, None, None
         self.stop_reason: str | None = None
+        self.started = False  # set once the run (or the resumed run) has been set up and begins iterating
 
     # -------------------------------------------------------------------------------- state and files
     def state(self) -> dict:
@@ -105,7 +107,13 @@ class Trainer:
                 "best_metric": self.best, "best_iteration": self.best_iteration, "seed": int(self.cfg.seed),
                 "rng_scheme": rng.SCHEME, "task": {"kind": self.family.kind, "ways": self.family.ways,
                                                    "metric": self.family.metric},
-                "dataset_checksum": self.family.checksum}
+                "dataset_checksum": self.family.checksum, "inner_state_semantics": self.semantics}
+
+    @property
+    def semantics(self) -> str:
+        """``carried`` (the reference: Adam's state goes from task to task) or ``shared`` (every task of a
+        meta-iteration starts from one state: the batched path, and any run over several processes)."""
+        return "shared" if self.dist is not None or self.cfg.trainer.path == "batched" else "carried"
 
     def save(self, name: str) -> Path:
         path = self.run_dir / name
@@ -126,6 +134,10 @@ class Trainer:
         """
         ckpt = load_checkpoint(where)
         differ = config_differences(ckpt["config"], to_plain(self.cfg))
+        saved, now = ckpt.get("inner_state_semantics"), self.semantics
+        if saved and saved != now:
+            differ.append(f"inner optimizer state {saved} -> {now} (resume a torchrun run with torchrun, or set "
+                          f"trainer.path as it was)")
         if differ:
             raise ConfigError(f"trainer.resume={where}: the checkpoint was trained with other settings "
                               f"({'; '.join(differ[:4])}); resume with the original overrides")
@@ -170,6 +182,7 @@ class Trainer:
             self.write_records(bool(resume))
         if not resume:
             self.save("init.pt")
+        self.started = True
         self.write_state("running", iteration=self.iteration)
         has_val = "val" in self.family.splits
         old_handlers = {}
@@ -189,7 +202,7 @@ class Trainer:
                 self.write_state("stopped", iteration=self.iteration, reason="SIGINT in final validation")
                 hint = resume_hint(self.run_dir)
                 raise Stopped(f"stopped during the final validation; last.pt (iteration {self.iteration}) is "
-                              f"complete: evaluate it, or finish with: reptile train {hint}") from None
+                              f"complete: evaluate it, or finish with: reptile train {hint}", by_signal=True) from None
             if self.main:
                 write_eval_json(self.run_dir / "eval.json", summary, split="val",
                                 checkpoint=self.run_dir / "last.pt", iteration=self.iteration, cfg=cfg)
@@ -286,7 +299,8 @@ class Trainer:
                     self.save("last.pt")
                     self.write_state("stopped", iteration=self.iteration, reason=self.stop_reason)
                     raise Stopped(f"stopped by {self.stop_reason} at iteration {self.iteration}; resume with: "
-                                  f"reptile train {resume_hint(self.run_dir)}")
+                                  f"reptile train {resume_hint(self.run_dir)}",
+                                  by_signal=self.stop_reason.startswith("SIG"))
 
 
 # Settings that may change when a run is resumed: they do not alter the training trajectory.

@@ -215,3 +215,37 @@ def test_resume_of_a_folder_without_a_run(cli, tmp_path):
     r = cli("train", f"trainer.resume={empty}", cwd=tmp_path)
     assert r.returncode == 1 and "holds no last.pt" in r.stderr
     assert list(empty.iterdir()) == []  # nothing written there
+
+
+def test_rejected_resume_leaves_the_run_resumable(cli, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", *SINE, "trainer.meta_iters=2000", "trainer.max_time=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    files = [run / ".hydra" / "overrides.yaml", run / "state.json", run / "last.pt"]
+    before = [p.read_bytes() for p in files]
+    r = cli("train", f"trainer.resume={run}", "trainer.inner_lr=0.05", cwd=tmp_path)
+    assert r.returncode == 2 and "trainer.inner_lr: 0.02 -> 0.05" in r.stderr
+    assert [p.read_bytes() for p in files] == before
+    r = cli("train", f"trainer.resume={run}", "trainer.max_time=null", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "state.json").read_text())["state"] == "completed"
+
+
+def test_plus_keys_are_refused(cli, tmp_path):
+    r = cli("train", *SINE, "+trainer.meta_iter=5", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert r.returncode == 2 and "trainer.meta_iter" in r.stderr and not (tmp_path / "r").exists()
+    r = cli("train", *SINE, "trainer.meta_iter=5", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert r.returncode == 2 and "+trainer" not in r.stderr
+
+
+def test_ctrl_c_stops_the_whole_sweep(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "reptile_cli", "train", "-m", *SINE, "trainer.meta_iters=100000",
+                             "seed=0,1,2", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path / "sweep" / "0", 25, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "sweep interrupted" in err.strip().splitlines()[-1], err
+    assert json.loads((tmp_path / "sweep" / "0" / "state.json").read_text())["state"] == "stopped"
+    assert not (tmp_path / "sweep" / "1").exists()

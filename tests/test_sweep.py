@@ -20,6 +20,7 @@ def fake_job(root: Path, num: int, overrides: list[str], state: str, val: float 
     """A job directory as the trainer leaves it: overrides, state, metrics with a validation curve, eval.json."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (job / "state.json").write_text(json.dumps({"state": state, "message": "boom" if state == "failed" else ""}))
     lines = [{"iteration": 10, "train/loss": 1.0, "time/elapsed_s": 3.0}]
@@ -71,11 +72,15 @@ def test_sweep_command_and_plots(cli, tmp_path):
     assert (tmp_path / "s" / "val_curves.png").read_bytes()[:8] == PNG
     r = cli("plot", str(tmp_path / "s" / "0"))
     assert r.returncode == 0 and (tmp_path / "s" / "0" / "curves.png").read_bytes()[:8] == PNG
-    for bad in (tmp_path / "nothing", tmp_path / "s" / "0" / ".hydra"):
+    fake_job(tmp_path / "s2", 0, ["seed=1"], "completed", 0.5)
+    for bad, needle in ((tmp_path / "nothing", "not a directory"), (tmp_path / "s" / "0", "single run"),
+                        (tmp_path, "holds 2 sweeps"), (tmp_path / "s" / "0" / ".hydra", "holds no sweep")):
         r = cli("sweep", str(bad))
-        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "sweep" in r.stderr
-    r = cli("plot", str(tmp_path))
-    assert r.returncode == 1 and "metrics.jsonl" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+    for bad, needle in ((tmp_path / "nothing", "does not exist"), (tmp_path / "s", "is a sweep"),
+                        (tmp_path / "s" / "0" / "state.json", "is a file"), (tmp_path, "no metrics.jsonl")):
+        r = cli("plot", str(bad))
+        assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def sweep(tmp_path, *extra):
