@@ -182,7 +182,15 @@ def train(
 
 
 def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+    from reptile_cli.report import override_key
+
+    return override_key(override)
+
+
+def _last_value(args: list[str], key: str) -> str:
+    """The value of the last ``key=VALUE`` among ``args`` (quotes stripped), or ``""``."""
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if "=" in a and _key(a) == key]
+    return values[-1] if values else ""
 
 
 def refuse_new_keys(args: list[str]) -> None:
@@ -198,19 +206,15 @@ def resume_overrides(args: list[str]) -> list[str]:
     """``trainer.resume=PATH`` continues that run in its own directory with its own settings: the run's
     original overrides (``.hydra/overrides.yaml``) come first, then the ones given now, and
     ``hydra.run.dir`` is set to the run's directory. ``auto`` and other arguments pass unchanged."""
-    resume = [a for a in args if _key(a) == "trainer.resume"]
-    value = resume[-1].split("=", 1)[1].strip("'\"") if resume else ""
-    if value in ("", "null", "None"):
-        given_dir = [a.split("=", 1)[1].strip("'\"") for a in args if _key(a) == "hydra.run.dir"]
-        if given_dir and (Path(given_dir[-1]).expanduser() / "last.pt").is_file():
-            _fail(EXIT_USAGE, f"hydra.run.dir={given_dir[-1]} already holds a run (last.pt): continue it with "
-                              f"trainer.resume={given_dir[-1]}, or give another hydra.run.dir")
-        return args
-    if value == "auto":
-        given_dir = [a.split("=", 1)[1].strip("'\"") for a in args if _key(a) == "hydra.run.dir"]
-        if given_dir and (Path(given_dir[-1]).expanduser() / "last.pt").is_file():
-            return args + ["hydra.output_subdir=null"]  # keep the run's own .hydra/ record
-        return args
+    value = _last_value(args, "trainer.resume")
+    if value in ("", "null", "None", "auto"):
+        given_dir = _last_value(args, "hydra.run.dir")
+        if not given_dir or not (Path(given_dir).expanduser() / "last.pt").is_file():
+            return args
+        if value != "auto":
+            _fail(EXIT_USAGE, f"hydra.run.dir={given_dir} already holds a run (last.pt): continue it with "
+                              f"trainer.resume={given_dir}, or give another hydra.run.dir")
+        return args + ["hydra.output_subdir=null"]  # resume=auto of an existing run: keep its .hydra/ record
     path = Path(value).expanduser()
     if not path.exists():
         _fail(EXIT_ERROR, f"trainer.resume={value}: no such run directory or checkpoint")

@@ -55,7 +55,8 @@ class Job:
         return self.state == "completed" and self.mean is not None and math.isfinite(self.mean)
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key of a Hydra override: ``+trainer.inner_lr=0.1`` -> ``trainer.inner_lr``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -120,16 +121,16 @@ def varying_keys(jobs: list[Job]) -> list[str]:
     """Override keys whose value is not the same in every job, in first-seen order."""
     values: dict[str, set] = {}
     for job in jobs:
-        seen = {_key(o): o.split("=", 1)[-1] for o in job.overrides}
-        for key in {k for j in jobs for k in map(_key, j.overrides)}:
+        seen = {override_key(o): o.split("=", 1)[-1] for o in job.overrides}
+        for key in {k for j in jobs for k in map(override_key, j.overrides)}:
             values.setdefault(key, set()).add(seen.get(key))
-    order = [k for j in jobs for k in map(_key, j.overrides)]
+    order = [k for j in jobs for k in map(override_key, j.overrides)]
     return [k for k in dict.fromkeys(order) if len(values[k]) > 1]
 
 
 def override_value(job: Job, key: str) -> str:
     for o in job.overrides:
-        if _key(o) == key:
+        if override_key(o) == key:
             return o.split("=", 1)[1] if "=" in o else ""
     return ""
 
@@ -167,9 +168,9 @@ def seed_groups(jobs: list[Job]) -> list[Group]:
     """Groups of at least two jobs that differ only by ``seed``, best mean first."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        key = tuple(sorted(o for o in job.overrides if _key(o) != "seed"))
+        key = tuple(sorted(o for o in job.overrides if override_key(o) != "seed"))
         groups.setdefault(key, []).append(job)
-    out = [Group(list(k), v) for k, v in groups.items() if len(v) > 1 and any(_key(o) == "seed"
+    out = [Group(list(k), v) for k, v in groups.items() if len(v) > 1 and any(override_key(o) == "seed"
                                                                              for j in v for o in j.overrides)]
     metric = next((j.metric for j in jobs if j.ranked), "acc")
     higher = HIGHER_IS_BETTER[metric]
@@ -234,7 +235,7 @@ def sweep_tables(jobs: list[Job]) -> list:
         for col in ("settings", "seeds", f"{name} mean ± std", "jobs"):
             g_table.add_column(col)
         for g in groups:
-            settings = " ".join(o for o in g.overrides if _key(o) in keys) or "(common settings)"
+            settings = " ".join(o for o in g.overrides if override_key(o) in keys) or "(common settings)"
             g_table.add_row(settings, f"{len(g.values)}/{len(g.jobs)}", fmt(metric, g.mean, g.spread),
                             ",".join(j.name for j in g.jobs))
         tables.append(g_table)

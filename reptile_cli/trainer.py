@@ -240,19 +240,18 @@ class Trainer:
             tasks.append(task)
             batches.append(inner_batches(len(task.x), t.inner_batch_size, t.inner_steps,
                                          rng.generator(cfg.seed, "inner", it, i)))
-        total = t.meta_batch_size
-        if self.dist is None:
-            def task_mean(sums):
-                return [s / total for s in sums]
-        else:
-            def task_mean(sums):
-                return [s / total for s in self.dist.sum(sums)]
         if t.path == "batched":
             return batched_meta_step(self.model, self.optimizer, self.adaptation, tasks, batches, t.algorithm.value,
-                                     eps, t, task_mean)
+                                     eps, t, self.task_mean)
         return sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
                                     self.family.kind, self.autocast, shared_state=self.dist is not None,
-                                    task_mean=task_mean)
+                                    task_mean=self.task_mean)
+
+    def task_mean(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This process's sums over its tasks -> means over the whole meta-batch (all processes)."""
+        if self.dist is not None:
+            sums = self.dist.sum(sums)
+        return [s / self.cfg.trainer.meta_batch_size for s in sums]
 
     def stop_agreed(self) -> bool:
         """Whether any process wants to stop (a signal, the time budget): all must stop at the same iteration."""
