@@ -1,10 +1,12 @@
 """The fast path: adapt every task of a meta-batch (or a chunk of evaluation tasks) at once.
 
-The inner loop is written once as a function of the parameters (``torch.func.functional_call``), its gradient
-taken with ``torch.func.grad`` and ``vmap``-ed over a leading task dimension, so one call runs the forward and
-backward pass of all tasks; batch norm keeps no running statistics, which is what makes the model a pure
-function. The inner optimizer acts on the stacked ``[tasks, ...]`` tensors with the same elementwise update
-as the sequential path (:func:`reptile_cli.inner_optim.adam_update`).
+Parameters are stacked on a leading task dimension ``[tasks, ...]`` and one call runs the forward and backward
+pass of all tasks. A model with a ``stacked_forward`` (:meth:`reptile_cli.models.conv4.Conv4.stacked_forward`:
+grouped convolutions, tasks folded into the channels) runs it under ordinary autograd; any other model is
+written as a function of its parameters (``torch.func.functional_call``), its gradient taken with
+``torch.func.grad`` and ``vmap``-ed over the tasks. Batch norm keeps no running statistics, which is what makes
+the model a pure function of its parameters. The inner optimizer acts on the stacked tensors with the same
+elementwise update as the sequential path (:func:`reptile_cli.inner_optim.adam_update`).
 
 Optimizer-state semantics of the batched path (README "Fast path"): the reference carries Adam's moment
 estimates from one task to the next, which is sequential by nature. Here every task of a meta-iteration
@@ -15,11 +17,14 @@ starts from one shared state; after the iteration the shared state becomes the m
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from reptile_cli.inner_optim import InnerOptimizer, adam_update, sgd_update
+from reptile_cli.inner_optim import InnerOptimizer, adam_update, is_dense, sgd_update
 from reptile_cli.reptile import (
     Params,
     TaskMean,
@@ -42,8 +47,9 @@ class StackedAdaptation:
     """
 
     def __init__(self, model: nn.Module, kind: str, autocast=None):
-        self.model, self.autocast = model, autocast
+        self.model, self.autocast, self.kind = model, autocast, kind
         self.names = [n for n, _ in model.named_parameters()]
+        self.stacked = hasattr(model, "stacked_forward")
         loss = loss_fn(kind)
 
         def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -53,10 +59,25 @@ class StackedAdaptation:
                 out = functional_call(model, params, (x,))
             return loss(out.float(), y)
 
-        self._grad = vmap(grad_and_value(task_loss))
-        self._forward = vmap(lambda p, x: functional_call(model, p, (x,)))
+        self._grad = self._stacked_grad if self.stacked else vmap(grad_and_value(task_loss))
+        self._forward = model.stacked_forward if self.stacked else vmap(lambda p, x: functional_call(model, p, (x,)))
         # non-transductive: each of Q query images with the whole support set, per task
         self._forward_each = vmap(vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(None, 0)))
+
+    def _stacked_grad(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
+        """Per-task gradients of each task's mean loss and the losses ``[T]``, by ``model.stacked_forward``
+        (the tasks are independent, so the gradient of the sum is each task's own gradient)."""
+        leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+        with torch.enable_grad():
+            with self.autocast() if self.autocast is not None else nullcontext():
+                out = self.model.stacked_forward(leaves, x)
+            out = out.float() if self.autocast is not None else out
+            if self.kind == "classification":  # [T, B, N] logits, [T, B] labels
+                losses = F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
+            else:
+                losses = ((out - y) ** 2).flatten(1).mean(1)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
 
     def adapt(self, params: list[torch.Tensor], opt: dict, x: torch.Tensor, y: torch.Tensor,
               batches: torch.Tensor, trainer_cfg) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -97,14 +118,26 @@ class StackedAdaptation:
         if transductive:
             return self._forward(p, query_x)
         q = query_x.shape[1]
+        if self.stacked:  # one query at a time: T * (S + 1) images per pass
+            return torch.stack([self._forward(p, torch.cat([support_x, query_x[:, i:i + 1]], 1))[:, -1]
+                                for i in range(q)], 1)
         support = support_x[:, None].expand(-1, q, *support_x.shape[1:])
         inputs = torch.cat([support, query_x[:, :, None]], dim=2)  # [T, Q, S + 1, ...]
         return self._forward_each(p, inputs)[:, :, -1]
 
 
 def stack(tensors: list[torch.Tensor], tasks: int) -> list[torch.Tensor]:
-    """Each tensor repeated along a new leading task dimension: ``[*shape]`` -> ``[tasks, *shape]``."""
-    return [t.unsqueeze(0).repeat(tasks, *([1] * t.dim())) for t in tensors]
+    """Each tensor repeated along a new leading task dimension: ``[*shape]`` -> ``[tasks, *shape]``.
+
+    Each task's slice keeps the tensor's memory layout (a channels-last conv kernel stays channels-last per
+    task, so :meth:`Conv4.stacked_forward` reshapes it to a grouped kernel without copying)."""
+    out = []
+    for t in tensors:
+        if not is_dense(t):
+            t = t.contiguous()
+        s = torch.empty_strided((tasks, *t.shape), (t.numel(), *t.stride()), dtype=t.dtype, device=t.device)
+        out.append(s.copy_(t.unsqueeze(0).expand_as(s)))
+    return out
 
 
 def stacked_state(optimizer: InnerOptimizer, tasks: int) -> dict:

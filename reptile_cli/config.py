@@ -152,7 +152,7 @@ class EvalConfig:
     inner_batch_size: int = 5
     inner_state: InnerState = InnerState.checkpoint
     path: TrainPath = TrainPath.batched  # batched: chunks of tasks at once; sequential: the reference loop
-    chunk_size: int = 0  # tasks per chunk on the batched path (0: by activation size, at most 25 CPU / 500 GPU)
+    chunk_size: int = 0  # tasks per chunk on the batched path (0: by activation size, at most 32 CPU / 500 GPU)
 
 
 @dataclass

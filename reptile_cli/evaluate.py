@@ -154,8 +154,9 @@ class Evaluator:
             saved = optimizer_state if self.cfg.inner_state == "checkpoint" and optimizer_state else None
             opt["step"] = int(saved["step"]) if saved else 0
             for key in ("exp_avg", "exp_avg_sq"):
-                opt[key] = stack([saved[key][k].to(self.device, self.dtype) if saved else torch.zeros_like(params[k])
-                                  for k in names], n)
+                like = [params[k].to(self.device, self.dtype) for k in names]  # the weights' memory layout
+                opt[key] = stack([torch.empty_like(w).copy_(saved[key][k]) if saved else torch.zeros_like(w)
+                                  for k, w in zip(names, like)], n)
         transductive = bool(self.cfg.transductive) or self.kind != "classification"
         before = task_scores(self.kind, self.adaptation.predict(p, sx, qx, transductive), qy)
         batches = torch.stack([torch.stack(inner_batches(sx.shape[1], self.cfg.inner_batch_size, self.cfg.inner_steps,
@@ -213,16 +214,17 @@ class Evaluator:
 # tasks (0.7 GB activations) spent 38% of its time in page faults and ran at 0.50 tasks/s against 0.79 for
 # one task at a time. On a GPU the caching allocator keeps memory, so the budget only bounds memory use.
 CHUNK_BUDGET = {"cpu": 24 * 2**20, "cuda": 2 * 2**30}
-MAX_CHUNK = {"cpu": 25, "cuda": 500}
+MAX_CHUNK = {"cpu": 32, "cuda": 500}
 
 
 def auto_chunk_size(model: nn.Module, family, device: torch.device) -> int:
-    """Tasks per chunk for ``eval.chunk_size=0``: as many as keep the largest activation of the
-    non-transductive prediction (N*Q inputs of S+1 images each, per task) within :data:`CHUNK_BUDGET`,
-    at least 1 and at most :data:`MAX_CHUNK` (25 on a CPU, 500 on a GPU).
+    """Tasks per chunk for ``eval.chunk_size=0``: as many as keep the largest activation of one pass within
+    :data:`CHUNK_BUDGET`, at least 1 and at most :data:`MAX_CHUNK` (32 on a CPU, 500 on a GPU). The largest
+    pass has, per task, the support set plus one query (non-transductive prediction, one query at a time) or
+    all N*Q queries (transductive).
 
-    Example: Omniglot 5-way 1-shot (largest activation 64x14x14 floats per image) gives 16 on a CPU;
-    Mini-ImageNet (32x84x84) gives 1.
+    Example: Omniglot 5-way 1-shot (largest activation 64x14x14 floats per image, 6 images) gives 32 on a
+    CPU; Mini-ImageNet (32x84x84) gives 4.
     """
     kind = "cuda" if device.type == "cuda" else "cpu"
     shape = getattr(family, "image_shape", None)
@@ -243,7 +245,8 @@ def auto_chunk_size(model: nn.Module, family, device: torch.device) -> int:
     finally:
         for h in handles:
             h.remove()
-    per_task = largest * p.element_size() * family.ways * family.query_shots * (family.ways * family.shots + 1)
+    images = max(family.ways * family.shots + 1, family.ways * family.query_shots)
+    per_task = largest * p.element_size() * images
     return int(max(1, min(MAX_CHUNK[kind], CHUNK_BUDGET[kind] // max(per_task, 1))))
 
 

@@ -133,3 +133,31 @@ def test_counter_seeds_are_stable_and_distinct():
     seeds = {rng.derive_seed(s, st, it, i) for s in (0, 1) for st in ("train", "val") for it in range(3)
              for i in range(3)}
     assert len(seeds) == 36
+
+
+def test_fused_adam_equals_foreach_for_any_layout():
+    """adam_update (fused kernel) == adam_update_foreach, including a channels-last weight with a contiguous
+    gradient (the fused kernel pairs elements by memory order, so the gradient must be converted first) and
+    moments in another layout (then the foreach fallback runs)."""
+    from reptile_cli.inner_optim import adam_update, adam_update_foreach, fused_adam_applies
+
+    torch.manual_seed(0)
+    shapes = [(4, 6, 3, 3), (7,), (3, 5)]
+    for moments_like_params in (True, False):
+        params = [torch.randn(s, dtype=torch.float64) for s in shapes]
+        params[0] = params[0].contiguous(memory_format=torch.channels_last)
+        fused_p = [p.clone() for p in params]
+        if moments_like_params:
+            m = [torch.zeros_like(p) for p in params]
+        else:
+            m = [torch.zeros(p.shape, dtype=p.dtype) for p in params]
+        v = [t.clone() for t in m]
+        fm, fv = [t.clone() for t in m], [t.clone() for t in v]
+        for step in range(1, 6):
+            grads = [torch.randn(s, dtype=torch.float64) for s in shapes]  # contiguous: unlike params[0]
+            adam_update_foreach(params, grads, m, v, step, 0.01, 0.0, 0.999, 1e-8)
+            adam_update(fused_p, grads, fm, fv, step, 0.01, 0.0, 0.999, 1e-8)
+        converted = [torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
+        assert fused_adam_applies(fused_p, converted, fm, fv) == moments_like_params
+        for a, b in zip(params + m + v, fused_p + fm + fv):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)

