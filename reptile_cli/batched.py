@@ -80,7 +80,8 @@ class StackedAdaptation:
         return dict(zip(leaves, grads)), losses.detach()
 
     def adapt(self, params: list[torch.Tensor], opt: dict, x: torch.Tensor, y: torch.Tensor,
-              batches: torch.Tensor, trainer_cfg) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+              batches: torch.Tensor, trainer_cfg,
+              keep_before_last: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Run the inner loop of T tasks in place.
 
         Args:
@@ -88,15 +89,16 @@ class StackedAdaptation:
             opt: stacked optimizer state ``{"step": int, "exp_avg": [...], "exp_avg_sq": [...]}`` (in place).
             x: inputs ``[T, n, ...]``; y: targets ``[T, n]`` (or ``[T, n, 1]``).
             batches: int64 ``[T, steps, B]`` example indices per task and step.
+            keep_before_last: also return the parameters just before the last step (FOMAML needs them).
 
         Returns:
-            (loss of the last step per task ``[T]``, parameters just before the last step, for FOMAML).
+            (loss of the last step per task ``[T]``, parameters just before the last step or None).
         """
         tasks, steps = batches.shape[:2]
         rows = torch.arange(tasks, device=x.device)[:, None]
         before_last, loss = None, None
         for s in range(steps):
-            if s == steps - 1:
+            if keep_before_last and s == steps - 1:
                 before_last = [p.clone() for p in params]
             idx = batches[:, s]
             grads, loss = self._grad(dict(zip(self.names, params)), x[rows, idx], y[rows, idx])
@@ -169,7 +171,7 @@ def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: S
     opt = stacked_state(optimizer, n)
     x, y = torch.stack([t.x for t in tasks]), torch.stack([t.y for t in tasks])
     idx = torch.stack([torch.stack(b) for b in batches]).to(x.device)
-    loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg)
+    loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg, keep_before_last=algorithm == "fomaml")
     with torch.no_grad():
         if algorithm == "fomaml":
             sums = [(p - b).sum(0) for p, b in zip(params, before_last)]

@@ -69,21 +69,23 @@ def set_params(model: nn.Module, params: Params) -> None:
 
 
 def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch.Tensor,
-          batches: list[torch.Tensor], loss: Callable, autocast=None) -> tuple[float, Params | None]:
+          batches: list[torch.Tensor], loss: Callable, autocast=None,
+          keep_before_last: bool = False) -> tuple[float, Params | None]:
     """Run the inner loop in place: one optimizer step per index batch of ``(x, y)``.
 
     Args:
         x: inputs ``[n, ...]``; y: targets ``[n]`` or ``[n, 1]``.
         batches: index tensors from :func:`inner_batches`.
         autocast: optional context factory for the forward pass (bf16).
+        keep_before_last: also return the parameters just before the last step (FOMAML needs them).
 
     Returns:
-        (loss of the last step, parameters just before the last step, for FOMAML).
+        (loss of the last step, parameters just before the last step or None).
     """
     before_last = None
-    last = 0.0
+    value = torch.zeros(())
     for i, b in enumerate(batches):
-        if i == len(batches) - 1:
+        if keep_before_last and i == len(batches) - 1:
             before_last = get_params(model)
         optimizer.zero_grad()
         if autocast is None:
@@ -93,8 +95,7 @@ def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch
                 value = loss(model(x[b]).float(), y[b])
         value.backward()
         optimizer.step()
-        last = float(value.detach())
-    return last, before_last
+    return float(value.detach()), before_last  # one host sync per task, not per step
 
 
 @torch.no_grad()
@@ -151,7 +152,8 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     for task, task_batches in zip(tasks, batches):
         if shared_state:
             optimizer.restore(start)
-        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast)
+        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast,
+                                  keep_before_last=algorithm == "fomaml")
         loss_sum += last
         if adam_shared:
             torch._foreach_add_(state_sums, optimizer.exp_avg + optimizer.exp_avg_sq)
