@@ -203,6 +203,16 @@ def refuse_new_keys(args: list[str]) -> None:
                               f"{_key(a)} (every key is listed with `reptile train --cfg job`)")
 
 
+def _checkpoint_train_path(checkpoint: Path) -> str | None:
+    """``trainer.path`` recorded in a checkpoint's config, or None when it cannot be read."""
+    from reptile_cli.checkpoint import load_checkpoint
+
+    try:
+        return str(load_checkpoint(checkpoint)["config"]["trainer"]["path"])
+    except (ReptileError, KeyError, TypeError):  # the trainer reports an unreadable checkpoint itself
+        return None
+
+
 def resume_overrides(args: list[str]) -> list[str]:
     """``trainer.resume=PATH`` continues that run in its own directory with its own settings: the run's
     original overrides (``.hydra/overrides.yaml``) come first, then the ones given now, and
@@ -231,6 +241,12 @@ def resume_overrides(args: list[str]) -> list[str]:
 
         original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in given | {"hydra.run.dir"}]
     extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
+    if "trainer.path" not in given | {_key(o) for o in original}:
+        # the path a preset chose when the run started (presets' defaults can change between versions, and
+        # the optimizer-state semantics of a run must not)
+        saved_path = _checkpoint_train_path(path if path.is_file() else run_dir / "last.pt")
+        if saved_path:
+            extra.append(f"trainer.path={saved_path}")
     # Hydra would rewrite the run's .hydra/overrides.yaml, which is the record this resume reads: keep it
     return original + args + extra + ["hydra.output_subdir=null"]
 

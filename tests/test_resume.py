@@ -249,3 +249,23 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path):
     assert proc.returncode == 3 and "sweep interrupted" in err.strip().splitlines()[-1], err
     assert json.loads((tmp_path / "sweep" / "0" / "state.json").read_text())["state"] == "stopped"
     assert not (tmp_path / "sweep" / "1").exists()
+
+
+@pytest.mark.parametrize("path,semantics", [("sequential", "carried"), ("batched", "shared")])
+def test_resume_keeps_the_path_the_run_started_with(cli, tmp_path, small_store, path, semantics):
+    """A preset's default ``trainer.path`` can change between versions: without ``trainer.path`` on the command
+    line, a run resumes on the path its checkpoint records, not on today's default (one of the two cases here
+    differs from the preset's default, whichever it is)."""
+    run = tmp_path / "run"
+    args = ["experiment=omniglot_5w1s", "dataset=omniglot_small", f"dataset.root={small_store}",
+            "trainer.meta_iters=6", "trainer.checkpoint_every=1", "eval.val_episodes=2", "trainer.progress=false"]
+    r = cli("train", *args, f"trainer.path={path}", "trainer.max_time=0.001", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    record = run / ".hydra" / "overrides.yaml"  # as if the path had come from the preset's default
+    record.write_text("".join(line for line in record.read_text().splitlines(keepends=True)
+                              if "trainer.path" not in line))
+    r = cli("train", f"trainer.resume={run}", "trainer.max_time=null", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["iteration"] == 6 and ckpt["inner_state_semantics"] == semantics
+    assert ckpt["config"]["trainer"]["path"] == path
