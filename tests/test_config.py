@@ -45,6 +45,12 @@ def test_paper_hyperparameters(name, ways, shots, steps, batch, lr, iters, eval_
     assert (t.meta_batch_size, t.meta_step_size, t.meta_step_size_final, t.adam_beta1) == (5, 1.0, 0.0, 0.0)
     assert (c.eval.inner_steps, c.eval.inner_batch_size, c.eval.episodes) == (50, eval_batch, 10_000)
     assert c.model.name == "conv4" and c.model.filters == 64 and c.model.stride == 2
+    assert c.trainer.path == "batched"  # made the default after the paired comparison (README "Fast path")
+
+
+@pytest.mark.parametrize("name", ["miniimagenet_5w1s", "miniimagenet_5w5s", "sine"])
+def test_presets_not_compared_keep_the_reference_path(name):
+    assert compose_train([f"experiment={name}"]).trainer.path == "sequential"
 
 
 def test_sine_preset_is_the_papers_recipe():
