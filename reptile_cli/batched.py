@@ -181,9 +181,8 @@ def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: S
             sums += [t.sum(0) for t in opt["exp_avg"]] + [t.sum(0) for t in opt["exp_avg_sq"]]
         means = task_mean(sums + [loss.sum().reshape(1).to(sums[0].dtype)])
     k = len(names)
-    optimizer.step_count = opt["step"]
-    if optimizer.kind == "adam":
-        optimizer.exp_avg, optimizer.exp_avg_sq = means[k:2 * k], means[2 * k:3 * k]
+    # into the state's own buffers, which keep the parameters' layout (see sequential_meta_step)
+    optimizer.restore((opt["step"], means[k:2 * k], means[2 * k:3 * k]))
     update = fomaml_update if algorithm == "fomaml" else meta_update
     set_params(model, update(theta, dict(zip(names, means[:k])), eps))
     return float(means[-1])

@@ -165,9 +165,9 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     means = task_mean([total[n] for n in names] + state_sums + [loss_sum.reshape(1)])
     if shared_state:
         k = len(names)
-        optimizer.step_count = end_step if tasks else start[0]
-        if optimizer.kind == "adam":
-            optimizer.exp_avg, optimizer.exp_avg_sq = means[k:2 * k], means[2 * k:3 * k]
+        # into the state's own buffers: they keep the parameters' memory layout, as after a resume (the fused
+        # Adam kernel runs only on matching layouts, so a layout change would change the rounding)
+        optimizer.restore((end_step if tasks else start[0], means[k:2 * k], means[2 * k:3 * k]))
     update = fomaml_update if algorithm == "fomaml" else meta_update
     set_params(model, update(theta, dict(zip(names, means)), eps))
     return float(means[-1])

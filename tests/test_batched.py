@@ -139,3 +139,29 @@ def test_batched_evaluation_equals_sequential(small_store, inner_state):
     a, b = results["sequential"], results["batched"]
     assert a.after == b.after and a.other == b.other and a.before == b.before
     assert len(set(a.after)) > 1  # the scores are not all alike
+
+
+def test_shared_state_keeps_the_parameters_layout(small_store):
+    """After a meta-step the shared Adam moments keep the parameters' memory layout (channels-last on a CPU),
+    as they have after a resume: otherwise the fused Adam kernel would run on one and not the other, and a
+    resumed run would round differently from an uninterrupted one."""
+    from reptile_cli.models import place
+
+    fam = build_task_family(OmegaConf.structured(ImageDataConfig(name="omniglot_small", split="alphabets",
+                                                                 root=str(small_store))),
+                            OmegaConf.structured(EpisodeConfig(ways=5, train_shots=4)))
+    tcfg = OmegaConf.structured(TrainerConfig(inner_steps=2, inner_batch_size=8))
+    for batched in (True, False):
+        model = place(Conv4(5), torch.device("cpu"), torch.float32)
+        opt = InnerOptimizer(model, tcfg)
+        tasks, batches = draw(fam, 0, 3, tcfg)
+        for t in tasks:
+            t.x = t.x.float()
+        if batched:
+            batched_meta_step(model, opt, StackedAdaptation(model, "classification"), tasks, batches, "reptile",
+                              0.5, tcfg)
+        else:
+            sequential_meta_step(model, opt, tasks, batches, "reptile", 0.5, "classification", shared_state=True)
+        assert model.blocks[1].conv.weight.is_contiguous(memory_format=torch.channels_last)
+        for p, m, v in zip(model.parameters(), opt.exp_avg, opt.exp_avg_sq):
+            assert m.stride() == p.stride() == v.stride()
