@@ -16,8 +16,10 @@ Data: the prepared full Omniglot under ROOT ($REPTILE_DATA by default); if missi
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +60,8 @@ def data_root(arg: str | None) -> Path:
     from reptile_cli.data import omniglot
 
     tmp = Path(tempfile.mkdtemp(prefix="reptile-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    print(f"no prepared Omniglot under {root}: importing the shared mirror's full set into {tmp} (removed at exit)")
     omniglot.import_copy(tmp, [MIRROR / "images_background.repacked.zip", MIRROR / "images_evaluation.repacked.zip"],
                          progress=False)
     return tmp
@@ -109,11 +113,13 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="data root holding omniglot/omniglot.h5")
+    parser = argparse.ArgumentParser(prog="python -m reptile_cli.bench", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", help="data root holding omniglot/omniglot.h5 (default: the tool's data root; "
+                                       "without one, the shared mirror is imported into a temporary folder)")
     parser.add_argument("--iters", type=int, default=30, help="meta-iterations timed per path")
     parser.add_argument("--eval-tasks", type=int, default=50, help="evaluation tasks timed per path")
-    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--out", default="bench.json", help="where the JSON results go")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     args = parser.parse_args(argv)
     keep_freed_memory()

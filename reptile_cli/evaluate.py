@@ -85,6 +85,19 @@ def predict(model: nn.Module, task: EvalTask, transductive: bool) -> torch.Tenso
     return torch.cat([model(torch.cat([task.support_x, q[None]]))[-1:] for q in task.query_x])
 
 
+def check_eval(eval_cfg) -> None:
+    """Raise ConfigError for evaluation settings that cannot work; ``reptile train`` calls it before training,
+    so a bad ``eval.*`` value never costs a whole run before its final validation."""
+    for key in ("inner_steps", "inner_batch_size"):
+        if eval_cfg[key] < 1:
+            raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
+    if eval_cfg.chunk_size is not None and eval_cfg.chunk_size < 0:
+        raise ConfigError(f"eval.chunk_size={eval_cfg.chunk_size}: must be 0 (automatic) or positive")
+    for key in ("episodes", "val_episodes"):
+        if key in eval_cfg and eval_cfg[key] is not None and eval_cfg[key] < 1:
+            raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
+
+
 class Evaluator:
     """Evaluation of many tasks: the sequential reference (one task after another on a working copy of the
     model) or the batched fast path (``eval.path=batched``: chunks of ``eval.chunk_size`` tasks at once).
@@ -102,11 +115,7 @@ class Evaluator:
     def __init__(self, family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):
         from reptile_cli.batched import StackedAdaptation
 
-        for key in ("inner_steps", "inner_batch_size"):
-            if eval_cfg[key] < 1:
-                raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
-        if eval_cfg.chunk_size < 0:
-            raise ConfigError(f"eval.chunk_size={eval_cfg.chunk_size}: must be 0 (automatic) or positive")
+        check_eval(eval_cfg)
         self.family, self.trainer_cfg, self.cfg = family, trainer_cfg, eval_cfg
         self.work = copy.deepcopy(model)
         self.device, self.dtype, self.autocast = device, dtype, autocast

@@ -130,6 +130,10 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         if not main:
             return trainer.run()
         log.info("run directory: %s", run_dir)
+        path = getattr(cfg.trainer.path, "value", cfg.trainer.path)
+        log.info("trainer.path=%s: %s", path,
+                 "every task of a meta-iteration starts from one shared inner optimizer state" if trainer.semantics
+                 == "shared" else "the inner optimizer state carries from task to task, as the reference")
         if dist is not None:
             log.info("%d processes (%s): each adapts its share of the meta-batch of %d tasks; every task starts "
                      "from the shared inner optimizer state (batched semantics), whatever trainer.path says",
@@ -281,7 +285,9 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
     summary = results[0].summary()
     if dist is not None and not dist.is_main:
         return summary
-    extra = {"per_task": results[0].after}
+    extra = {"per_task": results[0].after,
+             "evaluation": {"path": evaluator.path, "chunk_size": evaluator.chunk_size if evaluator.path == "batched"
+                            else 1, "processes": dist.world if dist is not None else 1}}
     if len(results) == 2:
         diff = [a - b for a, b in zip(results[0].after, results[1].after)]
         mean, ci = summarize(diff)

@@ -27,7 +27,7 @@ from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device, seeded
 from reptile_cli.distributed import Distributed, check_meta_batch
 from reptile_cli.errors import EXIT_STOPPED, ConfigError, ReptileError
-from reptile_cli.evaluate import Evaluator, write_eval_json
+from reptile_cli.evaluate import Evaluator, check_eval, write_eval_json
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models import build_model, check_input, place
 from reptile_cli.progress import progress_bar
@@ -84,6 +84,7 @@ class Trainer:
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.main = dist is None or dist.is_main  # only the main process writes files and logs progress
         check_trainer(cfg.trainer)
+        check_eval(cfg.eval)
         if dist is not None:
             check_meta_batch(cfg.trainer.meta_batch_size, dist.world)
         self.device = resolve_device(cfg.device)
@@ -297,8 +298,10 @@ class Trainer:
                 if self.stop_agreed() and self.iteration < t.meta_iters:
                     self.save("last.pt")
                     self.write_state("stopped", iteration=self.iteration, reason=self.stop_reason)
+                    again = (" (the run's trainer.max_time applies again on resume: add trainer.max_time=null to run "
+                             "to the end)" if self.stop_reason.startswith("trainer.max_time") else "")
                     raise Stopped(f"stopped by {self.stop_reason} at iteration {self.iteration}; resume with: "
-                                  f"reptile train {resume_hint(self.run_dir)}",
+                                  f"reptile train {resume_hint(self.run_dir)}{again}",
                                   by_signal=self.stop_reason.startswith("SIG"))
 
 

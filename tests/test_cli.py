@@ -36,6 +36,9 @@ def test_print_config_without_running(cli, tmp_path):
     ("trainer.max_time=0", "trainer.max_time=0"),
     ("trainer.meta_step_size=-1", "trainer.meta_step_size=-1"),
     ("trainer.adam_beta2=1.0", "adam_beta2=1.0"),
+    ("eval.chunk_size=-3", "eval.chunk_size=-3"),  # evaluation settings are checked before training
+    ("eval.inner_steps=0", "eval.inner_steps=0"),
+    ("eval.val_episodes=0", "eval.val_episodes=0"),
 ])
 def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -43,6 +46,7 @@ def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "init.pt").exists()
 
 
 def test_trace_switch_shows_the_traceback(cli, tmp_path):

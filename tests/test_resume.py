@@ -111,6 +111,7 @@ def test_max_time_stops_with_exit_3(cli, tmp_path):
     r = cli("train", *SINE, "trainer.meta_iters=1000000", "trainer.max_time=2", f"hydra.run.dir={tmp_path}/r",
             cwd=tmp_path)
     assert r.returncode == 3 and "trainer.max_time" in r.stderr
+    assert "add trainer.max_time=null" in r.stderr  # the resume hint says the limit applies again
     assert json.loads((tmp_path / "r" / "state.json").read_text())["state"] == "stopped"
 
 
