@@ -157,15 +157,15 @@ class Evaluator:
         sx, sy, qx, qy = (self._to(torch.stack([getattr(t, k) for t in tasks]))
                           for k in ("support_x", "support_y", "query_x", "query_y"))
         n, names = len(indices), self.adaptation.names
-        p = stack([params[k].to(self.device, self.dtype) for k in names], n)
+        weights = [params[k].to(self.device, self.dtype) for k in names]
+        p = stack(weights, n)
         opt = {"step": 0}
         if self.trainer_cfg.inner_optimizer == "adam":
             saved = optimizer_state if self.cfg.inner_state == "checkpoint" and optimizer_state else None
             opt["step"] = int(saved["step"]) if saved else 0
-            for key in ("exp_avg", "exp_avg_sq"):
-                like = [params[k].to(self.device, self.dtype) for k in names]  # the weights' memory layout
+            for key in ("exp_avg", "exp_avg_sq"):  # in the weights' memory layout
                 opt[key] = stack([torch.empty_like(w).copy_(saved[key][k]) if saved else torch.zeros_like(w)
-                                  for k, w in zip(names, like)], n)
+                                  for k, w in zip(names, weights)], n)
         transductive = bool(self.cfg.transductive) or self.kind != "classification"
         before = task_scores(self.kind, self.adaptation.predict(p, sx, qx, transductive), qy)
         batches = torch.stack([torch.stack(inner_batches(sx.shape[1], self.cfg.inner_batch_size, self.cfg.inner_steps,
