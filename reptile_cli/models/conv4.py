@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reptile_cli.models.stacked_ops import MATMUL_MAX_PIXELS, GroupedConvMatmul, PaddedReLU, conv_output_pixels
+
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow 'same' padding (before, after) for one spatial dimension; output is ceil(size / stride)."""
@@ -111,15 +113,23 @@ class Conv4(nn.Module):
         h = x.transpose(0, 1).reshape(batch, tasks * x.shape[2], *x.shape[3:])
         if x.device.type == "cpu":
             h = h.contiguous(memory_format=torch.channels_last)
+        before, after = self.blocks[0].pad
+        h = F.pad(h, (before, after, before, after))
         for i, block in enumerate(self.blocks):
             w, b = params[f"blocks.{i}.conv.weight"], params[f"blocks.{i}.conv.bias"]
-            before, after = block.pad
-            h = F.pad(h, (before, after, before, after))
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=block.conv.stride, groups=tasks)
+            stride = block.conv.stride[0]
+            if i > 0 and h.device.type == "cpu" and conv_output_pixels(h, stride) <= MATMUL_MAX_PIXELS:
+                h = GroupedConvMatmul.apply(h, w, b, tasks, stride)
+            else:
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=block.conv.stride, groups=tasks)
             h = F.batch_norm(h, None, None, params[f"blocks.{i}.norm.weight"].reshape(-1),
                              params[f"blocks.{i}.norm.bias"].reshape(-1), training=True, eps=block.norm.eps)
             if block.max_pool:
                 h = F.max_pool2d(h, 2, 2, ceil_mode=True)
-            h = F.relu(h)
+            if i + 1 < len(self.blocks):  # the ReLU writes into the next layer's padded input
+                before, after = self.blocks[i + 1].pad
+                h = PaddedReLU.apply(h, (before, after, before, after))
+            else:
+                h = F.relu(h)
         features = h.reshape(batch, tasks, -1).transpose(0, 1)  # [T, B, filters*h*w], as flatten(1) per task
         return torch.baddbmm(params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2))
