@@ -6,9 +6,12 @@ Measures, on the same model, data and threads:
   sequential reference path and of the batched fast path;
 - evaluation tasks/s of the sequential and the batched evaluation (50 Adam steps, non-transductive);
 - achieved GFLOP/s of each (FLOPs counted with ``torch.utils.flop_counter``) beside a float32 matmul's.
-Prints a table with the ratios and writes ``bench.json``. A benchmark, not a test: it asserts nothing.
+The paths take turns in ``--rounds`` rounds (each path's rate is its calls over its time in all rounds), after
+a warm-up with the same tensor shapes, so a shared machine's changes of speed reach all paths alike; the
+ratio of each round is printed too. Prints a table with the ratios and writes ``bench.json``. A benchmark,
+not a test: it asserts nothing.
 
-Usage: ``python -m reptile_cli.bench [--data ROOT] [--iters N] [--eval-tasks N] [--out bench.json]``.
+Usage: ``python -m reptile_cli.bench [--data ROOT] [--iters N] [--eval-tasks N] [--rounds N] [--out FILE]``.
 Data: the prepared full Omniglot under ROOT ($REPTILE_DATA by default); if missing and the shared mirror
 (``../shared/data/omniglot``) is present, it is imported into a temporary folder first.
 """

@@ -69,7 +69,7 @@ class GroupedConvMatmul(torch.autograd.Function):
     """T independent 3x3 convolutions (one per task, no padding: the input comes padded) as batched matrix
     products on the folded channels-last layout of :meth:`Conv4.stacked_forward`: the windows of each task
     are gathered into ``[T, B*Ho*Wo, 9*C]`` (im2col) and multiplied by the task's kernel ``[T, 9*C, O]``; the
-    product is written straight into the channels-last output. The backward is two more batched products and
+    product is copied into the channels-last output. The backward is two more batched products and
     a scatter-add of the windows (col2im).
 
     Same values as ``F.conv2d(act, w.reshape(-1, C, 3, 3), b.reshape(-1), stride, groups=T)``. On 2 CPU cores
@@ -96,7 +96,9 @@ class GroupedConvMatmul(torch.autograd.Function):
         out = torch.empty((batch, tasks * out_ch, ho, wo), dtype=act.dtype, device=act.device,
                           memory_format=torch.channels_last)
         rows = out.permute(0, 2, 3, 1).reshape(batch * ho * wo, tasks, out_ch).transpose(0, 1)  # view [T, M, O]
-        torch.baddbmm(b.unsqueeze(1).to(act.dtype), cols, kernel, out=rows)
+        # one batched product, then a copy into the strided view: writing the product there directly (out=)
+        # runs one matrix product per task, which measured 6% slower over a whole evaluation
+        rows.copy_(torch.baddbmm(b.unsqueeze(1).to(act.dtype), cols, kernel))
         ctx.save_for_backward(cols, w)
         ctx.geometry = (act.shape, tasks, stride)
         return out
