@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import copy
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,12 +98,27 @@ def l2l_meta_step(model, tasks, batches, eps):
     set_params(model, meta_update(theta, mean, eps))
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send the process's file descriptor 2 to /dev/null for a block: the profiler's C++ library (Kineto) writes
+    a ``profiler_start``/``profiler_stop`` line there at every profile. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def top_ops(fn, calls: int = 3, k: int = 8) -> list[tuple[str, float]]:
     """The ``k`` operators with the most self CPU time over ``calls`` calls of ``fn`` (torch.profiler), as
     (name, share of all self CPU time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(calls):
             fn(i)
     events = prof.key_averages()

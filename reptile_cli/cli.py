@@ -49,7 +49,24 @@ def one_line(err: BaseException) -> str:
         text = re.sub(r"\s*To append to your config use \+\S+", "", text)
         if text.strip() and text.strip() not in " ".join(parts):
             parts.append(text.strip())
-    return re.sub(r"\s+", " ", " ".join(parts))[:600]
+    line = re.sub(r"\s+", " ", " ".join(parts))
+    return (_not_an_eval_setting(line) or line)[:600]
+
+
+def _not_an_eval_setting(line: str) -> str | None:
+    """For ``reptile eval``, whose schema takes a few keys of some sections (``TrainerOverrides`` ...), name
+    the keys it takes instead of the schema class: the others come from the checkpoint."""
+    import dataclasses
+
+    from reptile_cli import config
+
+    m = re.search(r"Could not override '([\w.]+)'.*Key '\w+' not in '(\w+Overrides)'", line)
+    schema = getattr(config, m.group(2), None) if m else None
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    key, section = m.group(1), m.group(1).split(".")[0]
+    allowed = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(schema))
+    return f"{key} is not a setting of reptile eval (of {section}.*, it takes {allowed}; the checkpoint gives the rest)"
 
 
 def _classify(err: BaseException) -> int:

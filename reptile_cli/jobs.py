@@ -286,8 +286,12 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
     if dist is not None and not dist.is_main:
         return summary
     extra = {"per_task": results[0].after,
-             "evaluation": {"path": evaluator.path, "chunk_size": evaluator.chunk_size if evaluator.path == "batched"
-                            else 1, "processes": dist.world if dist is not None else 1}}
+             "evaluation": {"path": evaluator.path, "processes": dist.world if dist is not None else 1,
+                            # tasks adapted at once: the chunk, or fewer when there are fewer tasks
+                            "chunk_size": min(evaluator.chunk_size, len(results[0].after))
+                            if evaluator.path == "batched" else 1,
+                            "dtype": str(dtype).removeprefix("torch."),
+                            "autocast": "bfloat16" if autocast is not None else None}}
     if len(results) == 2:
         diff = [a - b for a, b in zip(results[0].after, results[1].after)]
         mean, ci = summarize(diff)

@@ -81,6 +81,12 @@ def test_train_then_eval_sine(cli, tmp_path):
     assert result["split"] == "test" and result["episodes"] == 50 and len(result["per_task"]) == 50
     assert result["mean"] < result["before_adaptation"]["mean"]
     assert result["settings"]["inner_steps"] == 32 and result["iteration"] == 300
+    # how it was computed: the sine preset's automatic chunk is 32 tasks, 50 tasks run in chunks of 32 and 18
+    assert result["evaluation"] == {"path": "batched", "processes": 1, "chunk_size": 32, "dtype": "float32",
+                                    "autocast": None}
+    r = cli("eval", str(run / "last.pt"), "eval.episodes=5", "eval.chunk_size=1000", f"output={out}",
+            "trainer.progress=false", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(out.read_text())["evaluation"]["chunk_size"] == 5  # as run, not as asked
     # evaluation leaves the checkpoint untouched
     assert torch.equal(load_checkpoint(run / "last.pt")["model"]["net.0.weight"], ckpt["model"]["net.0.weight"])
 
@@ -131,5 +137,10 @@ def test_eval_bad_inputs(cli, tmp_path):
     assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage" * 100)
+    # a training setting: the message names what eval takes, not the schema class
+    r = cli("eval", str(junk), "trainer.path=batched", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ("trainer.path is not a setting of reptile eval (of trainer.*, it takes trainer.progress; the checkpoint "
+            "gives the rest)") in r.stderr
     r = cli("eval", str(junk), cwd=tmp_path)
     assert r.returncode == 1 and "junk.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
