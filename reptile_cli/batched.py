@@ -128,16 +128,19 @@ class StackedAdaptation:
         return self._forward_each(p, inputs)[:, :, -1]
 
 
-def stack(tensors: list[torch.Tensor], tasks: int) -> list[torch.Tensor]:
+def stack(tensors: list[torch.Tensor], tasks: int, like: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Each tensor repeated along a new leading task dimension: ``[*shape]`` -> ``[tasks, *shape]``.
 
-    Each task's slice keeps the tensor's memory layout (a channels-last conv kernel stays channels-last per
-    task, so :meth:`Conv4.stacked_forward` reshapes it to a grouped kernel without copying)."""
+    Each task's slice takes the device, dtype and memory layout of the matching tensor of ``like`` (default:
+    of the tensor itself), so a channels-last conv kernel stays channels-last per task and
+    :meth:`Conv4.stacked_forward` reshapes it to a grouped kernel without copying."""
     out = []
-    for t in tensors:
-        if not is_dense(t):
-            t = t.contiguous()
-        s = torch.empty_strided((tasks, *t.shape), (t.numel(), *t.stride()), dtype=t.dtype, device=t.device)
+    for i, t in enumerate(tensors):
+        ref = t if like is None else like[i]
+        if not is_dense(ref):
+            ref = ref.contiguous()
+        s = torch.empty_strided((tasks, *ref.shape), (ref.numel(), *ref.stride()), dtype=ref.dtype,
+                                device=ref.device)
         out.append(s.copy_(t.unsqueeze(0).expand_as(s)))
     return out
 

@@ -193,7 +193,6 @@ def main(argv=None) -> None:
              for name, ev in evaluators.items()}
     per_round = max(1, args.iters // args.rounds)
     seconds = {name: 0.0 for name in (*train, *evals)}
-    calls = {name: 0 for name in seconds}
     round_rates = []
     # warm-up (oneDNN builds its kernels once per new tensor shape: chunk size, batch); the evaluations start
     # from the sequential run's optimizer state after one meta-iteration, as from a checkpoint's
@@ -202,22 +201,20 @@ def main(argv=None) -> None:
     state = seq_opt.state_dict()
     for fn in evals.values():
         fn(10_000)  # another evaluation stream, same chunking
+    # per path: (calls in a round, the round r); an evaluation round is tasks 0..eval_tasks-1 of stream r
+    rounds = {name: (per_round, lambda r, fn=fn: [fn(i) for i in range(r * per_round + 1, (r + 1) * per_round + 1)])
+              for name, fn in train.items()}
+    rounds |= {name: (args.eval_tasks, fn) for name, fn in evals.items()}
     for r in range(args.rounds):
         rates = {}
-        for name, fn in (*train.items(), *evals.items()):
-            n = per_round if name in train else args.eval_tasks
+        for name, (n, run_round) in rounds.items():
             start = time.perf_counter()
-            if name in train:
-                for i in range(r * per_round + 1, (r + 1) * per_round + 1):
-                    fn(i)
-            else:
-                fn(r)  # tasks 0..eval_tasks-1 of evaluation stream r
+            run_round(r)
             elapsed = time.perf_counter() - start
             seconds[name] += elapsed
-            calls[name] += n
             rates[name] = n / elapsed
         round_rates.append(rates)
-    rows = {name: calls[name] / seconds[name] for name in seconds}
+    rows = {name: n * args.rounds / seconds[name] for name, (n, _) in rounds.items()}
 
     profiles = {}
     if not args.no_profile:

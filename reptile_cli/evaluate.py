@@ -122,6 +122,7 @@ class Evaluator:
         self.kind = family.kind
         self.path = str(getattr(eval_cfg.path, "value", eval_cfg.path))
         self.chunk_size = eval_cfg.chunk_size or auto_chunk_size(model, family, device)
+        self.tasks_at_once = self.chunk_size if self.path == "batched" else 1
         self.adaptation = StackedAdaptation(self.work, self.kind, autocast)
 
     def _to(self, t: torch.Tensor) -> torch.Tensor:
@@ -160,15 +161,17 @@ class Evaluator:
         # in the working model's device, dtype and memory layout (channels-last kernels on a CPU: checkpoints
         # hold contiguous ones, which oneDNN would reorder in every convolution of every step)
         work = dict(self.work.named_parameters())
-        weights = [torch.empty_like(work[k], requires_grad=False).copy_(params[k]) for k in names]
-        p = stack(weights, n)
+        like = [work[k] for k in names]
+        p = stack([params[k] for k in names], n, like=like)
         opt = {"step": 0}
         if self.trainer_cfg.inner_optimizer == "adam":
             saved = optimizer_state if self.cfg.inner_state == "checkpoint" and optimizer_state else None
             opt["step"] = int(saved["step"]) if saved else 0
             for key in ("exp_avg", "exp_avg_sq"):  # in the weights' memory layout
-                opt[key] = stack([torch.empty_like(w).copy_(saved[key][k]) if saved else torch.zeros_like(w)
-                                  for k, w in zip(names, weights)], n)
+                if saved:
+                    opt[key] = stack([saved[key][k] for k in names], n, like=like)
+                else:
+                    opt[key] = [torch.zeros_like(w) for w in p]
         transductive = bool(self.cfg.transductive) or self.kind != "classification"
         before = task_scores(self.kind, self.adaptation.predict(p, sx, qx, transductive), qy)
         batches = torch.stack([torch.stack(inner_batches(sx.shape[1], self.cfg.inner_batch_size, self.cfg.inner_steps,
@@ -200,7 +203,7 @@ class Evaluator:
         if episodes < 1:
             raise ConfigError(f"eval.episodes={episodes}: must be at least 1")
         result = EvalResult(metric=self.family.metric, protocol=protocol)
-        chunk = self.chunk_size if self.path == "batched" else 1
+        chunk = self.tasks_at_once
         mine = dist.tasks(episodes) if dist is not None else range(episodes)
         rows = []
         with progress_bar(len(mine), f"{label} {split}", enabled=progress) as bar:

@@ -32,6 +32,12 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def memory_order(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as a 1-D view of its elements in memory order (no copy). Tensors laid out alike give
+    views whose i-th elements correspond, whatever that layout is."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same shape and the same strides on every dimension longer than 1, i.e. the elements lie in the same
     memory order (a ``[64, 1, 3, 3]`` kernel is both contiguous and channels-last)."""
@@ -93,12 +99,6 @@ def adam_update_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], e
     torch._foreach_div_(denom, math.sqrt(1.0 - beta2**step))
     torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1.0 - beta1**step))
-
-
-def memory_order(t: torch.Tensor) -> torch.Tensor:
-    """A dense tensor as a 1-D view of its elements in memory order (no copy). Tensors laid out alike give
-    views whose i-th elements correspond, whatever that layout is."""
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
 class InnerOptimizer:

@@ -288,8 +288,7 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
     extra = {"per_task": results[0].after,
              "evaluation": {"path": evaluator.path, "processes": dist.world if dist is not None else 1,
                             # tasks adapted at once: the chunk, or fewer when there are fewer tasks
-                            "chunk_size": min(evaluator.chunk_size, len(results[0].after))
-                            if evaluator.path == "batched" else 1,
+                            "chunk_size": min(evaluator.tasks_at_once, len(results[0].after)),
                             "dtype": str(dtype).removeprefix("torch."),
                             "autocast": "bfloat16" if autocast is not None else None}}
     if len(results) == 2:

@@ -104,10 +104,11 @@ class Conv4(nn.Module):
             images, batch norm included: the statistics are per task.
 
         The tasks are folded into the channels (``[B, T*C, H, W]``): each convolution is one grouped convolution
-        with T groups, and batch norm over the T*C channels normalises each task's channels with its own batch
-        statistics, so no layer reorders memory between tasks. On 2 CPU cores a step of 32 Omniglot tasks took
-        1.65 ms per task this way against 1.97 with ``vmap`` over ``functional_call``, and 1.85 against 2.72 ms
-        for 4 tasks.
+        with T groups (on a CPU, layers with small outputs run as batched matrix products instead:
+        :class:`reptile_cli.models.stacked_ops.GroupedConvMatmul`), and batch norm over the T*C channels
+        normalises each task's channels with its own batch statistics, so no layer reorders memory between
+        tasks. On 2 CPU cores a step of 32 Omniglot tasks took 1.65 ms per task with grouped convolutions against
+        1.97 with ``vmap`` over ``functional_call``, and 1.85 against 2.72 ms for 4 tasks.
         """
         tasks, batch = x.shape[:2]
         h = x.transpose(0, 1).reshape(batch, tasks * x.shape[2], *x.shape[3:])
@@ -121,7 +122,7 @@ class Conv4(nn.Module):
             if i > 0 and h.device.type == "cpu" and conv_output_pixels(h, stride) <= MATMUL_MAX_PIXELS:
                 h = GroupedConvMatmul.apply(h, w, b, tasks, stride)
             else:
-                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=block.conv.stride, groups=tasks)
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=stride, groups=tasks)
             h = F.batch_norm(h, None, None, params[f"blocks.{i}.norm.weight"].reshape(-1),
                              params[f"blocks.{i}.norm.bias"].reshape(-1), training=True, eps=block.norm.eps)
             if block.max_pool:

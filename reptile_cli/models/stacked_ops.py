@@ -17,9 +17,21 @@ import torch
 MATMUL_MAX_PIXELS = 16
 
 
+def _out(size: int, stride: int) -> int:
+    """Output size of an unpadded 3x3 convolution along one dimension."""
+    return (size - 3) // stride + 1
+
+
 def conv_output_pixels(act: torch.Tensor, stride: int) -> int:
     """Output pixels per image of an unpadded 3x3 convolution of ``act`` ``[B, C, Hp, Wp]`` (already padded)."""
-    return ((act.shape[2] - 3) // stride + 1) * ((act.shape[3] - 3) // stride + 1)
+    return _out(act.shape[2], stride) * _out(act.shape[3], stride)
+
+
+def _kernel_matrix(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Stacked kernels ``[T, O, C, 3, 3]`` as matrices ``[T, (kh, kw, c), O]`` in ``dtype`` (a view when each
+    task's kernel is channels-last and already of that dtype)."""
+    tasks, out_ch = w.shape[:2]
+    return w.permute(0, 3, 4, 2, 1).reshape(tasks, -1, out_ch).to(dtype)
 
 
 class PaddedReLU(torch.autograd.Function):
@@ -55,11 +67,17 @@ class PaddedReLU(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad[inner], out[inner], 0), None
 
 
+def _rows(t: torch.Tensor, tasks: int) -> torch.Tensor:
+    """A folded channels-last tensor ``[B, T*O, Ho, Wo]`` as per-task matrices ``[T, B*Ho*Wo, O]`` (a view)."""
+    b, to, ho, wo = t.shape
+    return t.permute(0, 2, 3, 1).reshape(b * ho * wo, tasks, to // tasks).transpose(0, 1)
+
+
 def windows(act: torch.Tensor, tasks: int, stride: int) -> torch.Tensor:
     """The 3x3 windows of a folded channels-last activation ``[B, T*C, Hp, Wp]`` (physical ``[B, Hp, Wp, T, C]``)
     as a view ``[T, B, Ho, Wo, 3, 3, C]`` (no copy)."""
     b, tc, hp, wp = act.shape
-    ho, wo = (hp - 3) // stride + 1, (wp - 3) // stride + 1
+    ho, wo = _out(hp, stride), _out(wp, stride)
     sb, _, sh, sw = act.stride()
     return act.as_strided((tasks, b, ho, wo, 3, 3, tc // tasks),
                           (tc // tasks, sb, stride * sh, stride * sw, sh, sw, 1), act.storage_offset())
@@ -91,11 +109,10 @@ class GroupedConvMatmul(torch.autograd.Function):
         ho, wo, c = win.shape[2], win.shape[3], win.shape[6]
         cols = win.reshape(tasks, batch * ho * wo, 9 * c)
         out_ch = w.shape[1]
-        # [T, (kh, kw, c), O]; under bfloat16 autocast the activation is bfloat16 and the weights float32
-        kernel = w.permute(0, 3, 4, 2, 1).reshape(tasks, 9 * c, out_ch).to(act.dtype)
+        kernel = _kernel_matrix(w, act.dtype)  # under bfloat16 autocast: bfloat16 activation, float32 weights
         out = torch.empty((batch, tasks * out_ch, ho, wo), dtype=act.dtype, device=act.device,
                           memory_format=torch.channels_last)
-        rows = out.permute(0, 2, 3, 1).reshape(batch * ho * wo, tasks, out_ch).transpose(0, 1)  # view [T, M, O]
+        rows = _rows(out, tasks)
         # one batched product, then a copy into the strided view: writing the product there directly (out=)
         # runs one matrix product per task, which measured 6% slower over a whole evaluation
         rows.copy_(torch.baddbmm(b.unsqueeze(1).to(act.dtype), cols, kernel))
@@ -110,7 +127,7 @@ class GroupedConvMatmul(torch.autograd.Function):
         batch, tc, hp, wp = shape
         grad = grad.contiguous(memory_format=torch.channels_last)
         ho, wo, out_ch, c = grad.shape[2], grad.shape[3], w.shape[1], tc // tasks
-        rows = grad.permute(0, 2, 3, 1).reshape(batch * ho * wo, tasks, out_ch).transpose(0, 1)  # [T, M, O]
+        rows = _rows(grad, tasks)
         grad_act = grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
             grad_b = rows.sum(1).to(w.dtype)
@@ -118,8 +135,8 @@ class GroupedConvMatmul(torch.autograd.Function):
             grad_w = torch.bmm(rows.transpose(1, 2), cols).view(tasks, out_ch, 3, 3, c).permute(0, 1, 4, 2, 3)
             grad_w = grad_w.to(w.dtype)
         if ctx.needs_input_grad[0]:
-            kernel = w.permute(0, 3, 4, 2, 1).reshape(tasks, 9 * c, out_ch).to(grad.dtype)
-            grad_cols = torch.bmm(rows, kernel.transpose(1, 2)).view(tasks, batch, ho, wo, 3, 3, c)
+            grad_cols = torch.bmm(rows, _kernel_matrix(w, grad.dtype).transpose(1, 2))
+            grad_cols = grad_cols.view(tasks, batch, ho, wo, 3, 3, c)
             grad_act = torch.empty(shape, dtype=grad.dtype, device=grad.device,
                                    memory_format=torch.channels_last).zero_()
             span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
