@@ -20,19 +20,19 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from reptile_cli.inner_optim import InnerOptimizer, adam_update, is_dense, sgd_update
+from reptile_cli.inner_optim import InnerOptimizer, adam_update, eps_convention, is_dense, sgd_update
 from reptile_cli.reptile import (
     Params,
     TaskMean,
     divide_by,
+    example_losses,
     fomaml_update,
     get_params,
-    loss_fn,
     meta_update,
+    reduce_batch,
     set_params,
 )
 
@@ -44,20 +44,22 @@ class StackedAdaptation:
         model: the network (its own parameters are not used: parameters are passed in, stacked).
         kind: ``classification`` (cross-entropy) or ``regression`` (MSE).
         autocast: optional context factory for the forward pass (bf16).
+        reduction: ``mean`` or ``sum`` of the per-example losses of an inner minibatch
+            (:func:`reptile_cli.reptile.reduce_batch`).
     """
 
-    def __init__(self, model: nn.Module, kind: str, autocast=None):
-        self.model, self.autocast, self.kind = model, autocast, kind
+    def __init__(self, model: nn.Module, kind: str, autocast=None, reduction: str = "mean"):
+        self.model, self.autocast, self.kind, self.reduction = model, autocast, kind, reduction
         self.names = [n for n, _ in model.named_parameters()]
         self.stacked = hasattr(model, "stacked_forward")
-        loss = loss_fn(kind)
 
         def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             if autocast is None:
-                return loss(functional_call(model, params, (x,)), y)
-            with autocast():
                 out = functional_call(model, params, (x,))
-            return loss(out.float(), y)
+            else:
+                with autocast():
+                    out = functional_call(model, params, (x,)).float()
+            return reduce_batch(example_losses(kind, out, y), reduction)
 
         self._grad = self._stacked_grad if self.stacked else vmap(grad_and_value(task_loss))
         self._forward = model.stacked_forward if self.stacked else vmap(lambda p, x: functional_call(model, p, (x,)))
@@ -65,17 +67,15 @@ class StackedAdaptation:
         self._forward_each = vmap(vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(None, 0)))
 
     def _stacked_grad(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
-        """Per-task gradients of each task's mean loss and the losses ``[T]``, by ``model.stacked_forward``
-        (the tasks are independent, so the gradient of the sum is each task's own gradient)."""
+        """Per-task gradients of each task's loss (mean or sum over its minibatch) and those losses ``[T]``,
+        by ``model.stacked_forward`` (the tasks are independent, so the gradient of the sum over tasks is each
+        task's own gradient)."""
         leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
         with torch.enable_grad():
             with self.autocast() if self.autocast is not None else nullcontext():
-                out = self.model.stacked_forward(leaves, x)
+                out = self.model.stacked_forward(leaves, x)  # [T, B, N] logits or [T, B, D] outputs
             out = out.float() if self.autocast is not None else out
-            if self.kind == "classification":  # [T, B, N] logits, [T, B] labels
-                losses = F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
-            else:
-                losses = ((out - y) ** 2).flatten(1).mean(1)
+            losses = reduce_batch(example_losses(self.kind, out, y), self.reduction)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return dict(zip(leaves, grads)), losses.detach()
 
@@ -92,7 +92,8 @@ class StackedAdaptation:
             keep_before_last: also return the parameters just before the last step (FOMAML needs them).
 
         Returns:
-            (loss of the last step per task ``[T]``, parameters just before the last step or None).
+            (mean per-example loss of the last step per task ``[T]``, whatever the reduction; parameters just
+            before the last step or None).
         """
         tasks, steps = batches.shape[:2]
         rows = torch.arange(tasks, device=x.device)[:, None]
@@ -108,7 +109,10 @@ class StackedAdaptation:
                 sgd_update(params, grads, trainer_cfg.inner_lr)
             else:
                 adam_update(params, grads, opt["exp_avg"], opt["exp_avg_sq"], opt["step"], trainer_cfg.inner_lr,
-                            trainer_cfg.adam_beta1, trainer_cfg.adam_beta2, trainer_cfg.adam_eps)
+                            trainer_cfg.adam_beta1, trainer_cfg.adam_beta2, trainer_cfg.adam_eps,
+                            eps_convention(trainer_cfg))
+        if self.reduction == "sum":
+            loss = loss / batches.shape[2]
         return loss.detach(), before_last
 
     @torch.no_grad()

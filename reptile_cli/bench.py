@@ -46,7 +46,14 @@ from reptile_cli.device import keep_freed_memory
 from reptile_cli.evaluate import Evaluator
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models import build_model, place
-from reptile_cli.reptile import get_params, inner_batches, meta_update, sequential_meta_step, set_params
+from reptile_cli.reptile import (
+    get_params,
+    inner_batches,
+    loss_reduction,
+    meta_update,
+    sequential_meta_step,
+    set_params,
+)
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 
@@ -178,10 +185,11 @@ def main(argv=None) -> None:
     l2l_model = copy.deepcopy(base)  # the baseline keeps PyTorch's default layout, as a plain loop would
     seq_model, seq_opt = fresh()
     fast_model, fast_opt = fresh()
-    adaptation = StackedAdaptation(fast_model, "classification")
+    reduction = loss_reduction(t)  # the preset's (the reference's sum)
+    adaptation = StackedAdaptation(fast_model, "classification", reduction=reduction)
     train = {"train: learn2learn-style loop": lambda i: l2l_meta_step(l2l_model, *draws[i], 0.5),
              "train: sequential (reference)": lambda i: sequential_meta_step(
-                 seq_model, seq_opt, *draws[i], "reptile", 0.5, "classification"),
+                 seq_model, seq_opt, *draws[i], "reptile", 0.5, "classification", reduction=reduction),
              "train: batched (fast path)": lambda i: batched_meta_step(
                  fast_model, fast_opt, adaptation, *draws[i], "reptile", 0.5, t)}
     evaluators = {}
@@ -220,9 +228,10 @@ def main(argv=None) -> None:
     if not args.no_profile:
         model, opt = fresh()
         profiles["train: sequential (reference)"] = top_ops(
-            lambda i: sequential_meta_step(model, opt, *draws[i], "reptile", 0.5, "classification"))
+            lambda i: sequential_meta_step(model, opt, *draws[i], "reptile", 0.5, "classification",
+                                           reduction=reduction))
         model, opt = fresh()
-        adaptation = StackedAdaptation(model, "classification")
+        adaptation = StackedAdaptation(model, "classification", reduction=reduction)
         profiles["train: batched (fast path)"] = top_ops(
             lambda i: batched_meta_step(model, opt, adaptation, *draws[i], "reptile", 0.5, t))
         ev = Evaluator(family, placed, t, cfg.eval, torch.device("cpu"), torch.float32)

@@ -220,14 +220,24 @@ def refuse_new_keys(args: list[str]) -> None:
                               f"{_key(a)} (every key is listed with `reptile train --cfg job`)")
 
 
-def _checkpoint_train_path(checkpoint: Path) -> str | None:
-    """``trainer.path`` recorded in a checkpoint's config, or None when it cannot be read."""
+def _checkpoint_settings(checkpoint: Path) -> dict[str, str]:
+    """The settings of ``trainer.KEPT_FROM_CHECKPOINT`` as a checkpoint records them (schema defaults for keys
+    added after it was written), or ``{}`` when it cannot be read (the trainer then reports it)."""
     from reptile_cli.checkpoint import load_checkpoint
+    from reptile_cli.trainer import KEPT_FROM_CHECKPOINT, with_defaults
 
     try:
-        return str(load_checkpoint(checkpoint)["config"]["trainer"]["path"])
-    except (ReptileError, KeyError, TypeError):  # the trainer reports an unreadable checkpoint itself
-        return None
+        config = with_defaults(load_checkpoint(checkpoint)["config"])
+    except (ReptileError, KeyError, TypeError):
+        return {}
+    out = {}
+    for key in KEPT_FROM_CHECKPOINT:
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out[key] = str(node)
+    return out
 
 
 def resume_overrides(args: list[str]) -> list[str]:
@@ -258,12 +268,11 @@ def resume_overrides(args: list[str]) -> list[str]:
 
         original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in given | {"hydra.run.dir"}]
     extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
-    if "trainer.path" not in given | {_key(o) for o in original}:
-        # the path a preset chose when the run started (presets' defaults can change between versions, and
-        # the optimizer-state semantics of a run must not)
-        saved_path = _checkpoint_train_path(path if path.is_file() else run_dir / "last.pt")
-        if saved_path:
-            extra.append(f"trainer.path={saved_path}")
+    # what a preset chose when the run started (trainer.path, the loss reduction ...): presets' values can
+    # change between versions, and a run's trajectory must not
+    named = given | {_key(o) for o in original}
+    recorded = _checkpoint_settings(path if path.is_file() else run_dir / "last.pt")
+    extra += [f"{key}={value}" for key, value in recorded.items() if key not in named]
     # Hydra would rewrite the run's .hydra/overrides.yaml, which is the record this resume reads: keep it
     return original + args + extra + ["hydra.output_subdir=null"]
 

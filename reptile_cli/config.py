@@ -30,6 +30,16 @@ class TrainPath(str, enum.Enum):
     batched = "batched"  # all tasks of a meta-batch at once (torch.func); see README "Fast path"
 
 
+class LossReduction(str, enum.Enum):
+    mean = "mean"  # inner-loop loss averaged over the minibatch (PyTorch's default)
+    sum = "sum"  # summed over the minibatch: the reference implementation (REFERENCE.md "Loss scale")
+
+
+class EpsConvention(str, enum.Enum):
+    pytorch = "pytorch"  # Adam adds eps to the bias-corrected sqrt(v_hat) (torch.optim.Adam)
+    tensorflow = "tensorflow"  # eps added to sqrt(v) before bias correction (tf.train.AdamOptimizer, reference)
+
+
 class InnerState(str, enum.Enum):
     checkpoint = "checkpoint"  # each evaluation task starts from the inner optimizer state saved in training
     fresh = "fresh"  # each evaluation task starts from a new optimizer
@@ -127,6 +137,11 @@ class TrainerConfig:
     adam_beta1: float = 0.0  # the paper's inner Adam uses beta1 = 0
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
+    # where Adam's epsilon enters (see inner_optim.step_eps); the paper presets use the reference's tensorflow
+    adam_eps_convention: EpsConvention = EpsConvention.pytorch
+    # inner-loop loss over a minibatch: mean, or sum as the reference (matters when evaluation starts from the
+    # trained Adam state with another batch size, and for SGD); the paper presets use sum. README "Loss scale"
+    loss_reduction: LossReduction = LossReduction.mean
     inner_steps: int = 5  # inner minibatch steps per training task
     inner_batch_size: int = 10  # examples per inner step (a shuffled walk without replacement)
     eval_every: int = 0  # validate every this many iterations (0: only at the end); needs a val split
@@ -206,6 +221,8 @@ class DatasetOverrides:
 @dataclass
 class TrainerOverrides:
     progress: bool | None = None  # rich progress bar
+    # null: as the checkpoint was trained (configs from before this setting: mean)
+    loss_reduction: LossReduction | None = None
 
 
 @dataclass

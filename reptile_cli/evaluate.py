@@ -27,7 +27,7 @@ from reptile_cli.data.episodes import EvalTask
 from reptile_cli.errors import ConfigError
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.progress import progress_bar
-from reptile_cli.reptile import Params, adapt, inner_batches, loss_fn, set_params
+from reptile_cli.reptile import Params, adapt, inner_batches, loss_reduction, set_params
 from reptile_cli.rundir import write_json
 
 Z95 = 1.96
@@ -105,7 +105,8 @@ class Evaluator:
     Args:
         family: the task family (``eval_task(split, seed, index)``).
         model: a model of the right architecture; it is copied, never modified.
-        trainer_cfg: for the inner optimizer (``inner_optimizer``, ``inner_lr``, Adam betas).
+        trainer_cfg: for the inner optimizer (``inner_optimizer``, ``inner_lr``, Adam betas, epsilon and its
+            convention) and ``loss_reduction`` (mean or sum over an inner minibatch).
         eval_cfg: ``inner_steps``, ``inner_batch_size``, ``transductive``, ``inner_state``, ``path``,
             ``chunk_size``.
         device, dtype: where tasks are moved.
@@ -123,7 +124,8 @@ class Evaluator:
         self.path = str(getattr(eval_cfg.path, "value", eval_cfg.path))
         self.chunk_size = eval_cfg.chunk_size or auto_chunk_size(model, family, device)
         self.tasks_at_once = self.chunk_size if self.path == "batched" else 1
-        self.adaptation = StackedAdaptation(self.work, self.kind, autocast)
+        self.reduction = loss_reduction(trainer_cfg)
+        self.adaptation = StackedAdaptation(self.work, self.kind, autocast, self.reduction)
 
     def _to(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device)
@@ -141,7 +143,7 @@ class Evaluator:
             optimizer.load_state_dict(optimizer_state)
         g = rng.generator(seed, f"eval/{split}/inner", 0, index)
         batches = inner_batches(len(task.support_x), self.cfg.inner_batch_size, self.cfg.inner_steps, g)
-        adapt(self.work, optimizer, task.support_x, task.support_y, batches, loss_fn(self.kind), self.autocast)
+        adapt(self.work, optimizer, task.support_x, task.support_y, batches, self.kind, self.reduction, self.autocast)
         after = score(self.kind, predict(self.work, task, transductive), task.query_y)
         other = None
         if self.kind == "classification":

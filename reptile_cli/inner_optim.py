@@ -46,6 +46,29 @@ def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+EPS_CONVENTIONS = ("pytorch", "tensorflow")
+
+
+def step_eps(eps: float, beta2: float, step: int, convention: str = "pytorch") -> float:
+    """The epsilon to add to ``sqrt(v_hat)`` at step ``step`` so that either convention runs on PyTorch's
+    update ``p <- p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps')``.
+
+    - ``pytorch`` (``torch.optim.Adam``): eps is added to the bias-corrected ``sqrt(v_hat)``; ``eps' = eps``.
+    - ``tensorflow`` (``tf.train.AdamOptimizer``, used by the reference implementation): the step is
+      ``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, i.e. eps is added to ``sqrt(v)`` before the
+      bias correction ("epsilon hat" of Kingma & Ba, section 2); that equals PyTorch's update with
+      ``eps' = eps / sqrt(1 - b2^t)``. The two differ most in the first steps (``eps'`` = 31.6 eps at t = 1
+      with b2 = 0.999, 1.26 eps at t = 1,000) and agree once ``b2^t`` is negligible.
+
+    Raises:
+        ValueError: an unknown convention.
+    """
+    if convention == "pytorch":
+        return eps
+    if convention == "tensorflow":
+        return eps / math.sqrt(1.0 - beta2**step)
+    raise ValueError(f"unknown Adam epsilon convention {convention!r}: use {' or '.join(EPS_CONVENTIONS)}")
+
 
 def fused_adam_applies(params, grads, exp_avg, exp_avg_sq) -> bool:
     """Whether ``torch._fused_adam_`` can run these tensors: CPU or CUDA, floating point, and each parameter
@@ -65,9 +88,11 @@ def fused_adam_applies(params, grads, exp_avg, exp_avg_sq) -> bool:
 
 @torch.no_grad()
 def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: list[torch.Tensor],
-                exp_avg_sq: list[torch.Tensor], step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
+                exp_avg_sq: list[torch.Tensor], step: int, lr: float, beta1: float, beta2: float, eps: float,
+                eps_convention: str = "pytorch") -> None:
     """One Adam step in place (``step`` counts from 1), elementwise, so stacked ``[tasks, ...]`` tensors
-    update every task at once. Same arithmetic as ``torch.optim.Adam`` (no weight decay, no amsgrad).
+    update every task at once. Same arithmetic as ``torch.optim.Adam`` (no weight decay, no amsgrad), or as
+    TensorFlow's Adam with ``eps_convention="tensorflow"`` (:func:`step_eps`).
 
     Runs PyTorch's fused Adam kernel (one pass over each tensor) when :func:`fused_adam_applies`; a gradient
     laid out unlike its parameter is copied into the parameter's layout first. Otherwise, and as the
@@ -75,6 +100,7 @@ def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: 
     of 32 stacked Omniglot models: 4.4 ms against 17.7 ms a step; passing the tensors as 1-D views in memory
     order saves the kernel's own copy of each channels-last gradient (1.2 ms a step of the batched evaluation).
     """
+    eps = step_eps(eps, beta2, step, eps_convention)
     grads = [g if same_layout(g, p) else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
     if not fused_adam_applies(params, grads, exp_avg, exp_avg_sq):
         adam_update_foreach(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
@@ -101,6 +127,12 @@ def adam_update_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], e
     torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1.0 - beta1**step))
 
 
+def eps_convention(trainer_cfg) -> str:
+    """``trainer.adam_eps_convention`` of a config (``pytorch`` for configs written before it existed)."""
+    value = getattr(trainer_cfg, "adam_eps_convention", None) or "pytorch"
+    return str(getattr(value, "value", value))
+
+
 class InnerOptimizer:
     """Adam or SGD over a model's parameters.
 
@@ -109,7 +141,8 @@ class InnerOptimizer:
 
     Args:
         model: the network whose parameters (with ``.grad``) are updated in place.
-        trainer_cfg: ``inner_optimizer`` (adam, sgd), ``inner_lr``, ``adam_beta1``, ``adam_beta2``, ``adam_eps``.
+        trainer_cfg: ``inner_optimizer`` (adam, sgd), ``inner_lr``, ``adam_beta1``, ``adam_beta2``, ``adam_eps``,
+            ``adam_eps_convention`` (pytorch, tensorflow; absent: pytorch).
     """
 
     def __init__(self, model: nn.Module, trainer_cfg):
@@ -120,6 +153,7 @@ class InnerOptimizer:
         if self.kind == "adam":
             self.betas = (float(trainer_cfg.adam_beta1), float(trainer_cfg.adam_beta2))
             self.eps = float(trainer_cfg.adam_eps)
+            self.eps_convention = eps_convention(trainer_cfg)
         self.reset()
 
     def reset(self) -> None:
@@ -142,7 +176,7 @@ class InnerOptimizer:
             sgd_update(self.params, grads, self.lr)
         else:
             adam_update(self.params, grads, self.exp_avg, self.exp_avg_sq, self.step_count, self.lr, *self.betas,
-                        self.eps)
+                        self.eps, self.eps_convention)
 
     def snapshot(self) -> tuple:
         """(step, moment copies): a cheap in-memory copy of the state, for :meth:`restore`."""

@@ -51,9 +51,38 @@ def inner_batches(num_examples: int, batch_size: int, num_batches: int,
     return list(order[:needed].view(num_batches, batch_size))
 
 
-def loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification (logits ``[B, N]``, labels ``[B]``), MSE for regression."""
-    return F.cross_entropy if kind == "classification" else F.mse_loss
+REDUCTIONS = ("mean", "sum")
+
+
+def loss_reduction(trainer_cfg) -> str:
+    """``trainer.loss_reduction`` of a config (``mean`` for configs written before it existed)."""
+    value = getattr(trainer_cfg, "loss_reduction", None) or "mean"
+    value = str(getattr(value, "value", value))
+    if value not in REDUCTIONS:
+        raise ValueError(f"trainer.loss_reduction={value!r}: use mean or sum")
+    return value
+
+
+def example_losses(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example losses ``[..., B]``: cross-entropy of logits ``[..., B, N]`` against labels ``[..., B]``
+    (classification), or the squared error of outputs ``[..., B, D]`` against targets of the same shape,
+    averaged over D (regression; D = 1 for sine)."""
+    if kind == "classification":
+        flat = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), reduction="none")
+        return flat.reshape(targets.shape)
+    return ((outputs - targets) ** 2).mean(-1)
+
+
+def reduce_batch(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The inner-loop objective from per-example losses ``[..., B]`` -> ``[...]``.
+
+    ``mean`` averages over the minibatch (PyTorch's default for ``F.cross_entropy``); ``sum`` adds them up, as
+    the reference implementation does (it hands TensorFlow's Adam the per-example cross-entropy vector, whose
+    gradient is the sum over the minibatch; REFERENCE.md "Loss scale"). Adam is invariant to a constant scale
+    of the loss only while the batch size stays the same: evaluation from the trained Adam state with another
+    batch size takes steps of another size under ``sum``.
+    """
+    return losses.sum(-1) if reduction == "sum" else losses.mean(-1)
 
 
 def get_params(model: nn.Module) -> Params:
@@ -69,18 +98,21 @@ def set_params(model: nn.Module, params: Params) -> None:
 
 
 def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch.Tensor,
-          batches: list[torch.Tensor], loss: Callable, autocast=None,
+          batches: list[torch.Tensor], kind: str, reduction: str = "mean", autocast=None,
           keep_before_last: bool = False) -> tuple[float, Params | None]:
     """Run the inner loop in place: one optimizer step per index batch of ``(x, y)``.
 
     Args:
         x: inputs ``[n, ...]``; y: targets ``[n]`` or ``[n, 1]``.
         batches: index tensors from :func:`inner_batches`.
+        kind: ``classification`` (cross-entropy) or ``regression`` (squared error).
+        reduction: ``mean`` or ``sum`` of the per-example losses of a minibatch (:func:`reduce_batch`).
         autocast: optional context factory for the forward pass (bf16).
         keep_before_last: also return the parameters just before the last step (FOMAML needs them).
 
     Returns:
-        (loss of the last step, parameters just before the last step or None).
+        (mean per-example loss of the last step, whatever the reduction; parameters just before the last
+        step or None).
     """
     before_last = None
     value = torch.zeros(())
@@ -89,13 +121,15 @@ def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch
             before_last = get_params(model)
         optimizer.zero_grad()
         if autocast is None:
-            value = loss(model(x[b]), y[b])
+            losses = example_losses(kind, model(x[b]), y[b])
         else:
             with autocast():
-                value = loss(model(x[b]).float(), y[b])
-        value.backward()
+                out = model(x[b])
+            losses = example_losses(kind, out.float(), y[b])
+        reduce_batch(losses, reduction).backward()
         optimizer.step()
-    return float(value.detach()), before_last  # one host sync per task, not per step
+        value = losses.detach().mean()
+    return float(value), before_last  # one host sync per task, not per step
 
 
 @torch.no_grad()
@@ -121,7 +155,7 @@ def divide_by(n: int) -> TaskMean:
 
 def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: list, batches: list,
                          algorithm: str, eps: float, kind: str, autocast=None, shared_state: bool = False,
-                         task_mean: TaskMean | None = None) -> float:
+                         task_mean: TaskMean | None = None, reduction: str = "mean") -> float:
     """One outer-loop iteration on the reference (sequential) path, updating ``model`` in place.
 
     Each task starts from theta. With ``shared_state=False`` (the reference) it also starts from the
@@ -137,9 +171,10 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
         task_mean: turns this process's sums over its tasks into means over the whole meta-batch (see
             :data:`TaskMean`); default: divide by ``len(tasks)``. Needs ``shared_state=True`` when the
             meta-batch is split across processes.
+        reduction: ``mean`` or ``sum`` over each inner minibatch (:func:`reduce_batch`).
 
     Returns:
-        mean over tasks of the last inner step's loss.
+        mean over tasks of the last inner step's mean per-example loss.
     """
     task_mean = task_mean or divide_by(len(tasks))
     theta = get_params(model)
@@ -152,7 +187,7 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     for task, task_batches in zip(tasks, batches):
         if shared_state:
             optimizer.restore(start)
-        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, loss_fn(kind), autocast,
+        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, kind, reduction, autocast,
                                   keep_before_last=algorithm == "fomaml")
         loss_sum += last
         if adam_shared:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import socket
 import subprocess
@@ -69,6 +70,17 @@ def git_commit() -> dict:
     return {"git_commit": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 # The command line as the user typed it (the CLI rewrites sys.argv for Hydra; it records the original here).
 COMMAND: list[str] | None = None
 
@@ -82,7 +94,7 @@ def provenance(device: torch.device, dtype: str, data_checksum: str, **extra: An
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     dev = {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-           platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
+           cpu_name(), "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
     return {"versions": versions, **git_commit(), "device": dev, "dtype": dtype, "dataset_checksum": data_checksum,
             "command": COMMAND or sys.argv, "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from reptile_cli.config import to_plain
+from reptile_cli.config import TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device, seeded
 from reptile_cli.distributed import Distributed, check_meta_batch
@@ -31,7 +31,7 @@ from reptile_cli.evaluate import Evaluator, check_eval, write_eval_json
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models import build_model, check_input, place
 from reptile_cli.progress import progress_bar
-from reptile_cli.reptile import get_params, inner_batches, meta_step_size, sequential_meta_step
+from reptile_cli.reptile import get_params, inner_batches, loss_reduction, meta_step_size, sequential_meta_step
 from reptile_cli.rundir import MetricsLog, provenance, write_json, write_state
 
 log = logging.getLogger("reptile")
@@ -95,9 +95,12 @@ class Trainer:
             self.model = build_model(cfg.model, self.family.ways)
         self.model = place(self.model, self.device, self.dtype)
         self.optimizer = InnerOptimizer(self.model, cfg.trainer)
-        self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast)
+        self.reduction = loss_reduction(cfg.trainer)
+        self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast, self.reduction)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.iteration, self.best, self.best_iteration = 0, None, None
+        # seconds of training behind the kept iterations, summed over the sessions of a resumed run
+        self.seconds_before, self.session_start = 0.0, None
         self.stop_reason: str | None = None
         self.started = False  # set once the run (or the resumed run) has been set up and begins iterating
 
@@ -108,7 +111,14 @@ class Trainer:
                 "best_metric": self.best, "best_iteration": self.best_iteration, "seed": int(self.cfg.seed),
                 "rng_scheme": rng.SCHEME, "task": {"kind": self.family.kind, "ways": self.family.ways,
                                                    "metric": self.family.metric},
-                "dataset_checksum": self.family.checksum, "inner_state_semantics": self.semantics}
+                "dataset_checksum": self.family.checksum, "inner_state_semantics": self.semantics,
+                "train_seconds": self.train_seconds()}
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds spent training up to now, over every session of the run (a resumed run adds
+        its own to the checkpoint's; time after a checkpoint that a crash lost is not counted)."""
+        now = time.time() - self.session_start if self.session_start is not None else 0.0
+        return self.seconds_before + now
 
     @property
     def semantics(self) -> str:
@@ -134,7 +144,7 @@ class Trainer:
             ConfigError: the checkpoint was trained with settings that differ from this config (listed).
         """
         ckpt = load_checkpoint(where)
-        differ = config_differences(ckpt["config"], to_plain(self.cfg))
+        differ = config_differences(with_defaults(ckpt["config"]), to_plain(self.cfg))
         saved, now = ckpt.get("inner_state_semantics"), self.semantics
         if saved and saved != now:
             differ.append(f"inner optimizer state {saved} -> {now} (resume a torchrun run with torchrun, or set "
@@ -145,6 +155,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["inner_optimizer"])
         self.iteration, self.best, self.best_iteration = ckpt["iteration"], ckpt["best_metric"], ckpt["best_iteration"]
+        self.seconds_before = float(ckpt.get("train_seconds") or 0.0)
         self.metrics.truncate(self.iteration)
         log.info("resumed from %s at iteration %d", where, self.iteration)
 
@@ -246,7 +257,7 @@ class Trainer:
                                      eps, t, self.task_mean)
         return sequential_meta_step(self.model, self.optimizer, tasks, batches, t.algorithm.value, eps,
                                     self.family.kind, self.autocast, shared_state=self.dist is not None,
-                                    task_mean=self.task_mean)
+                                    task_mean=self.task_mean, reduction=self.reduction)
 
     def task_mean(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
         """This process's sums over its tasks -> means over the whole meta-batch (all processes)."""
@@ -268,7 +279,7 @@ class Trainer:
     def _loop(self, has_val: bool) -> None:
         t = self.cfg.trainer
         start_time, losses = time.time(), []
-        log_time = start_time
+        self.session_start = log_time = start_time
         with progress_bar(t.meta_iters, "train", enabled=t.progress and self.main, completed=self.iteration) as bar:
             while self.iteration < t.meta_iters:
                 it = self.iteration
@@ -282,9 +293,11 @@ class Trainer:
                 losses.append(loss)
                 bar.advance(f"loss {loss:.4f}")
                 if self.main and (self.iteration % t.log_every == 0 or self.iteration == t.meta_iters):
-                    elapsed, mean_loss = time.time() - start_time, sum(losses) / len(losses)
+                    mean_loss = sum(losses) / len(losses)
+                    # time/elapsed_s: training seconds since the run began, over all its sessions
                     self.metrics.append({"iteration": self.iteration, "train/loss": mean_loss,
-                                         "train/meta_step_size": eps, "time/elapsed_s": round(elapsed, 3)})
+                                         "train/meta_step_size": eps,
+                                         "time/elapsed_s": round(self.train_seconds(), 3)})
                     log.info("iteration %d/%d  train/loss %.4f  epsilon %.4f  %.2f it/s", self.iteration,
                              t.meta_iters, mean_loss, eps, len(losses) / max(time.time() - log_time, 1e-9))
                     losses, log_time = [], time.time()
@@ -305,9 +318,19 @@ class Trainer:
                                   by_signal=self.stop_reason.startswith("SIG"))
 
 
+# Settings whose preset values may change between versions of this tool while a run's must not: a resume that
+# does not give them takes the checkpoint's (``reptile_cli.cli.resume_overrides``).
+KEPT_FROM_CHECKPOINT = ("trainer.path", "trainer.loss_reduction", "trainer.adam_eps_convention")
+
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUME_MAY_CHANGE = ("trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
                      "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.", "threads")
+
+
+def with_defaults(saved: dict) -> dict:
+    """A checkpoint's config with the schema's defaults for the keys added after it was written (e.g.
+    ``trainer.loss_reduction``: runs from before it trained with the mean), as a plain dict."""
+    return to_plain(OmegaConf.merge(OmegaConf.structured(TrainCommand), saved))
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -140,7 +140,7 @@ def test_eval_bad_inputs(cli, tmp_path):
     # a training setting: the message names what eval takes, not the schema class
     r = cli("eval", str(junk), "trainer.path=batched", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert ("trainer.path is not a setting of reptile eval (of trainer.*, it takes trainer.progress; the checkpoint "
-            "gives the rest)") in r.stderr
+    assert ("trainer.path is not a setting of reptile eval (of trainer.*, it takes trainer.progress, "
+            "trainer.loss_reduction; the checkpoint gives the rest)") in r.stderr
     r = cli("eval", str(junk), cwd=tmp_path)
     assert r.returncode == 1 and "junk.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
