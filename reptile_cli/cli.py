@@ -220,9 +220,13 @@ def refuse_new_keys(args: list[str]) -> None:
                               f"{_key(a)} (every key is listed with `reptile train --cfg job`)")
 
 
+RECORDED_PATHS = ("dataset.root",)  # recorded resolved in checkpoints; a resume reads them from there
+
+
 def _checkpoint_settings(checkpoint: Path) -> dict[str, str]:
-    """The settings of ``trainer.KEPT_FROM_CHECKPOINT`` as a checkpoint records them (schema defaults for keys
-    added after it was written), or ``{}`` when it cannot be read (the trainer then reports it)."""
+    """The settings of ``trainer.KEPT_FROM_CHECKPOINT`` and :data:`RECORDED_PATHS` as a checkpoint records them
+    (schema defaults for keys added after it was written), or ``{}`` when it cannot be read (the trainer then
+    reports it)."""
     from reptile_cli.checkpoint import load_checkpoint
     from reptile_cli.trainer import KEPT_FROM_CHECKPOINT, with_defaults
 
@@ -231,7 +235,7 @@ def _checkpoint_settings(checkpoint: Path) -> dict[str, str]:
     except (ReptileError, KeyError, TypeError):
         return {}
     out = {}
-    for key in KEPT_FROM_CHECKPOINT:
+    for key in (*KEPT_FROM_CHECKPOINT, *RECORDED_PATHS):
         node = config
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -252,7 +256,10 @@ def resume_overrides(args: list[str]) -> list[str]:
         if value != "auto":
             _fail(EXIT_USAGE, f"hydra.run.dir={given_dir} already holds a run (last.pt): continue it with "
                               f"trainer.resume={given_dir}, or give another hydra.run.dir")
-        return args + ["hydra.output_subdir=null"]  # resume=auto of an existing run: keep its .hydra/ record
+        given = {_key(a) for a in args if "=" in a}
+        recorded = _checkpoint_settings(Path(given_dir).expanduser() / "last.pt")
+        kept = [f"{key}={_quote(value)}" for key, value in recorded.items() if key not in given]
+        return args + kept + ["hydra.output_subdir=null"]  # resume=auto of an existing run: keep its .hydra/ record
     path = Path(value).expanduser()
     if not path.exists():
         _fail(EXIT_ERROR, f"trainer.resume={value}: no such run directory or checkpoint")
@@ -260,19 +267,25 @@ def resume_overrides(args: list[str]) -> list[str]:
         _fail(EXIT_ERROR, f"trainer.resume={value}: {path} holds no last.pt; give a run directory of `reptile "
                           f"train` (runs/<name>/<time>) or a checkpoint file")
     run_dir = (path if path.is_dir() else path.parent).resolve()
+    # recorded resolved, so that config.yaml names the same run from any directory
+    args = [f"trainer.resume={_quote(str(path.resolve()))}" if "=" in a and _key(a) == "trainer.resume" else a
+            for a in args]
     saved = run_dir / ".hydra" / "overrides.yaml"
     given = {_key(a) for a in args if "=" in a}
+    recorded = _checkpoint_settings(path if path.is_file() else run_dir / "last.pt")
     original = []
     if saved.is_file():
         from omegaconf import OmegaConf
 
-        original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in given | {"hydra.run.dir"}]
+        # the run's paths as the checkpoint recorded them, resolved, replace the overrides as typed (a relative
+        # dataset.root names another folder from another directory)
+        skip = given | {"hydra.run.dir"} | (set(recorded) & set(RECORDED_PATHS))
+        original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in skip]
     extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
     # what a preset chose when the run started (trainer.path, the loss reduction ...): presets' values can
     # change between versions, and a run's trajectory must not
     named = given | {_key(o) for o in original}
-    recorded = _checkpoint_settings(path if path.is_file() else run_dir / "last.pt")
-    extra += [f"{key}={value}" for key, value in recorded.items() if key not in named]
+    extra += [f"{key}={_quote(value)}" for key, value in recorded.items() if key not in named]
     # Hydra would rewrite the run's .hydra/overrides.yaml, which is the record this resume reads: keep it
     return original + args + extra + ["hydra.output_subdir=null"]
 
@@ -348,9 +361,9 @@ def _data_call(fn, *args, **kwargs):
 
 
 def _root(root: Path | None) -> Path:
-    from reptile_cli.data.paths import default_data_root
+    from reptile_cli.data.paths import absolute, default_data_root
 
-    return (root or default_data_root()).expanduser()
+    return absolute(root) if root else default_data_root()
 
 
 @data_app.command("download")

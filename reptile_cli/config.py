@@ -87,7 +87,9 @@ class ImageDataConfig:
     split_seed: int = 0  # seeds the class split only; `seed` never moves a class between splits
     val_characters: int = 0  # reptile split: carve this many of the 1200 training characters for validation
     rotations: bool = True  # training classes x4 (0/90/180/270 degrees), each a new class (paper section 7)
-    resize_filter: str = "nearest"  # how 105x105 Omniglot PNGs became 28x28: nearest (reference) or lanczos
+    # resize filter: which prepared Omniglot / Mini-ImageNet file to read (nearest: Omniglot as the reference;
+    # lanczos: Mini-ImageNet's import), or how a folder's non-binary images are resized when prepared
+    resize_filter: str = "nearest"
     image_size: int = 28
     channels: int = 1
     split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # folder: train/val/test
@@ -168,6 +170,10 @@ class EvalConfig:
     inner_state: InnerState = InnerState.checkpoint
     path: TrainPath = TrainPath.batched  # batched: chunks of tasks at once; sequential: the reference loop
     chunk_size: int = 0  # tasks per chunk on the batched path (0: by activation size, at most 32 CPU / 500 GPU)
+    # reptile eval only (training refuses them):
+    new_head: str | None = None  # another N than trained: zeros or glorot head (models.replace_head)
+    episodes_file: str | None = None  # fixed episodes from a file (data.episodes.FixedEpisodes) instead of drawn
+    save_episodes: str | None = None  # write the drawn episodes to this file (the format episodes_file reads)
 
 
 @dataclass
@@ -194,7 +200,7 @@ class EvalOverrides:
     """``reptile eval`` settings; null means "as in the checkpoint's training config"."""
 
     split: str = "test"
-    episodes: int = 10_000
+    episodes: int | None = None  # null: 10,000 drawn tasks, or every episode of eval.episodes_file
     val_episodes: int | None = None
     seed: int = 0
     transductive: bool | None = None
@@ -203,6 +209,9 @@ class EvalOverrides:
     inner_state: InnerState | None = None
     path: TrainPath | None = None
     chunk_size: int | None = None
+    new_head: str | None = None  # evaluate on another N than trained: zeros or glorot (README "Other N")
+    episodes_file: str | None = None  # JSON file of fixed episodes (README "Fixed episodes")
+    save_episodes: str | None = None  # write the episodes drawn to this file
 
 
 @dataclass

@@ -122,7 +122,7 @@ class Evaluator:
         self.device, self.dtype, self.autocast = device, dtype, autocast
         self.kind = family.kind
         self.path = str(getattr(eval_cfg.path, "value", eval_cfg.path))
-        self.chunk_size = eval_cfg.chunk_size or auto_chunk_size(model, family, device)
+        self.chunk_size = eval_cfg.chunk_size or auto_chunk_size(model, family, device, eval_cfg.inner_batch_size)
         self.tasks_at_once = self.chunk_size if self.path == "batched" else 1
         self.reduction = loss_reduction(trainer_cfg)
         self.adaptation = StackedAdaptation(self.work, self.kind, autocast, self.reduction)
@@ -234,14 +234,15 @@ CHUNK_BUDGET = {"cpu": 24 * 2**20, "cuda": 2 * 2**30}
 MAX_CHUNK = {"cpu": 32, "cuda": 500}
 
 
-def auto_chunk_size(model: nn.Module, family, device: torch.device) -> int:
+def auto_chunk_size(model: nn.Module, family, device: torch.device, inner_batch_size: int = 1) -> int:
     """Tasks per chunk for ``eval.chunk_size=0``: as many as keep the largest activation of one pass within
     :data:`CHUNK_BUDGET`, at least 1 and at most :data:`MAX_CHUNK` (32 on a CPU, 500 on a GPU). The largest
-    pass has, per task, the support set plus one query (non-transductive prediction, one query at a time) or
-    all N*Q queries (transductive).
+    pass has, per task, the support set plus one query (non-transductive prediction, one query at a time),
+    all N*Q queries (transductive), or the ``inner_batch_size`` images of an inner step (more than the support
+    set when the batch repeats it, see :func:`large_batch_notes`).
 
     Example: Omniglot 5-way 1-shot (largest activation 64x14x14 floats per image, 6 images) gives 32 on a
-    CPU; Mini-ImageNet (32x84x84) gives 4.
+    CPU; Mini-ImageNet (32x84x84) gives 4; Omniglot with ``eval.inner_batch_size=100`` gives 2.
     """
     kind = "cuda" if device.type == "cuda" else "cpu"
     shape = getattr(family, "image_shape", None)
@@ -262,9 +263,33 @@ def auto_chunk_size(model: nn.Module, family, device: torch.device) -> int:
     finally:
         for h in handles:
             h.remove()
-    images = max(family.ways * family.shots + 1, family.ways * family.query_shots)
+    images = max(family.ways * family.shots + 1, family.ways * family.query_shots, inner_batch_size)
     per_task = largest * p.element_size() * images
     return int(max(1, min(MAX_CHUNK[kind], CHUNK_BUDGET[kind] // max(per_task, 1))))
+
+
+def large_batch_notes(trainer_cfg, eval_cfg, family) -> list[str]:
+    """One warning per inner batch size larger than the examples it draws from (training task or support set).
+
+    Such a batch walks the task's examples several times (the reference's ``_mini_batches`` does the same: it
+    reshuffles and goes on filling the batch), so each example appears ``batch / examples`` times in it. Under
+    ``loss_reduction=mean`` with batch norm that equals a batch of the distinct examples, at that many times
+    the cost; under ``sum`` the gradient is that many times larger.
+    """
+    notes = []
+    regression = family.kind != "classification"
+    support = family.shots * (1 if regression else family.ways)
+    train = (family.train_shots if hasattr(family, "train_shots") else 0) * (1 if regression else family.ways)
+    for key, batch, examples, what in (("trainer.inner_batch_size", trainer_cfg.inner_batch_size, train,
+                                        "examples of a training task"),
+                                       ("eval.inner_batch_size", eval_cfg.inner_batch_size, support,
+                                        "support examples of an evaluation task")):
+        if examples and batch > examples:
+            notes.append(f"{key}={batch} is larger than the {examples} {what}: each inner step repeats them "
+                         f"({batch / examples:g} times a batch; the effective batch is the {examples} distinct "
+                         f"examples), which under loss_reduction=mean gives the step of a batch of {examples} at "
+                         f"{batch / examples:g}x the cost (README \"Inner batches\")")
+    return notes
 
 
 def task_scores(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -281,6 +306,8 @@ def task_settings(cfg) -> dict:
             "ways": cfg.episode.ways, "shots": cfg.episode.shots, "query_shots": cfg.episode.query_shots,
             "transductive": bool(e.transductive), "inner_steps": e.inner_steps,
             "inner_batch_size": e.inner_batch_size, "inner_state": str(getattr(e.inner_state, "value", e.inner_state)),
+            "new_head": e.get("new_head"), "episodes_file": e.get("episodes_file"),
+            "loss_reduction": loss_reduction(cfg.trainer),
             "inner_optimizer": str(cfg.trainer.inner_optimizer.value if hasattr(cfg.trainer.inner_optimizer, "value")
                                    else cfg.trainer.inner_optimizer), "inner_lr": cfg.trainer.inner_lr,
             "seed": e.seed}

@@ -21,15 +21,19 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from reptile_cli import rng
+from reptile_cli.applicability import check_applicable
 from reptile_cli.checkpoint import load_checkpoint
-from reptile_cli.config import TrainCommand, to_plain
+from reptile_cli.config import EvalConfig, TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
+from reptile_cli.data.episodes import EPISODES_FORMAT, FixedEpisodes
+from reptile_cli.data.paths import absolute, resolve_dataset_root
 from reptile_cli.device import precision, resolve_device
 from reptile_cli.distributed import init_from_env, shutdown, world_size_from_env
-from reptile_cli.errors import ConfigError, ReptileError
-from reptile_cli.evaluate import Evaluator, summarize, write_eval_json
-from reptile_cli.models import build_model, check_input, place
-from reptile_cli.rundir import write_state
+from reptile_cli.errors import ConfigError, DataError, ReptileError
+from reptile_cli.evaluate import Evaluator, large_batch_notes, summarize, write_eval_json
+from reptile_cli.models import build_model, check_input, place, replace_head
+from reptile_cli.rundir import write_json, write_state
 
 log = logging.getLogger("reptile")
 
@@ -109,9 +113,18 @@ def configure_threads(requested: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- train
+def command_line_keys() -> set[str]:
+    """The config keys this job's command line set (Hydra's task overrides, a sweep's swept values included);
+    the values presets and defaults give are theirs to keep consistent (tests/test_audit.py)."""
+    from reptile_cli.report import override_key
+
+    return {override_key(o) for o in HydraConfig.get().overrides.task if not override_key(o).startswith("hydra.")}
+
+
 def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     from reptile_cli.trainer import Trainer
 
+    resolve_dataset_root(cfg.dataset)
     configure_threads(cfg.threads)
     dist = init_from_env(str(cfg.device.value))
     try:
@@ -122,13 +135,19 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            trainer = Trainer(cfg, run_dir, dist)
+            trainer = Trainer(cfg, run_dir, dist, given=command_line_keys())
         except ReptileError as err:
             if main and not existing:
                 write_state(run_dir, "failed", message=str(err))
             raise
         if not main:
             return trainer.run()
+        try:
+            trainer.start()  # before anything is logged: a refused resume leaves the run's files as they were
+        except ReptileError as err:
+            if not existing:
+                write_state(run_dir, "failed", message=str(err))
+            raise
         log.info("run directory: %s", run_dir)
         path = getattr(cfg.trainer.path, "value", cfg.trainer.path)
         log.info("trainer.path=%s: %s", path,
@@ -205,8 +224,11 @@ def eval_config(ckpt: dict, cfg: DictConfig) -> DictConfig:
         for key, value in to_plain(cfg[node]).items():
             if value is not None:
                 merged[node][key] = value
+    if cfg.eval.episodes is None:  # 10,000 drawn tasks (an episodes file sets its own count)
+        merged.eval.episodes = EvalConfig.episodes
     if cfg.dataset.root is not None:
-        merged.dataset.root = cfg.dataset.root
+        merged.dataset.root = str(absolute(cfg.dataset.root))
+    resolve_dataset_root(merged.dataset)  # a checkpoint from before roots were recorded resolved
     merged.device = str(cfg.device.value)
     if cfg.dtype is not None:
         merged.dtype = str(cfg.dtype.value)
@@ -214,30 +236,120 @@ def eval_config(ckpt: dict, cfg: DictConfig) -> DictConfig:
 
 
 def load_for_eval(path: str, cfg: DictConfig):
-    """(checkpoint, merged config, task family, model on device) for one checkpoint.
+    """(checkpoint, merged config, task family, model on device, data record) for one checkpoint.
+
+    The data is the checkpoint's (its recorded, resolved ``dataset.root``) unless ``dataset.root`` is given.
+    Data whose content checksum differs from the training data's is evaluated only when the user named it
+    (cross-domain evaluation); the data record (``eval.json``'s ``data``) says so.
 
     Raises:
-        ReptileError: unreadable checkpoint, or one that cannot serve the requested tasks.
+        ReptileError: unreadable checkpoint, one that cannot serve the requested tasks, or data other than
+            the training data without ``dataset.root`` given.
     """
     ckpt = load_checkpoint(path)
     merged = eval_config(ckpt, cfg)
     trained_ways = ckpt["task"]["ways"]
-    if ckpt["task"]["kind"] == "classification" and merged.episode.ways != trained_ways:
+    new_head = merged.eval.new_head
+    if ckpt["task"]["kind"] == "classification" and merged.episode.ways != trained_ways and not new_head:
         raise ConfigError(f"{path} has a {trained_ways}-way head but {merged.episode.ways}-way tasks were asked "
-                          f"for: use episode.ways={trained_ways} or a {merged.episode.ways}-way checkpoint")
+                          f"for: use episode.ways={trained_ways}, a {merged.episode.ways}-way checkpoint, or "
+                          f"eval.new_head=zeros (or glorot) to start a new {merged.episode.ways}-way head")
+    if new_head and merged.episode.ways == trained_ways:
+        raise ConfigError(f"eval.new_head={new_head} does not apply: {path} was trained for "
+                          f"{trained_ways}-way tasks, as asked; remove it, or give episode.ways=N for other N")
     device = resolve_device(merged.device)
     dtype, _ = precision(merged.dtype, device)
-    family = build_task_family(merged.dataset, merged.episode)
-    if family.checksum and ckpt.get("dataset_checksum") and family.checksum != ckpt["dataset_checksum"]:
-        log.warning("dataset differs from the one %s was trained on (checksum)", path)
-    check_input(merged.model, getattr(family, "image_shape", None))
+    family = build_task_family(merged.dataset, merged.episode, checked=(merged.eval.split,))
+    check_applicable(merged, family, "eval", given=given_keys(cfg))
+    data = data_record(ckpt, merged, family, explicit=cfg.dataset.root is not None, path=path)
+    if merged.eval.episodes_file:
+        family = fixed_episodes(family, merged, cfg)
+    check_input(merged.model, getattr(family, "image_shape", None), getattr(family, "features", None))
     model = build_model(merged.model, family.ways)
+    weights = ckpt["model"]
+    if new_head:
+        weights, ckpt["inner_optimizer"] = replace_head(weights, ckpt.get("inner_optimizer"), family.ways, new_head,
+                                                        rng.generator(merged.eval.seed, "eval/new_head"))
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise ReptileError(f"{path}: weights do not fit model {merged.model.name} "
                            f"({str(err).splitlines()[0][:160]})") from None
-    return ckpt, merged, family, place(model, device, dtype)
+    return ckpt, merged, family, place(model, device, dtype), data
+
+
+def fixed_episodes(family, merged: DictConfig, cfg: DictConfig):
+    """The task family with its evaluation tasks read from ``eval.episodes_file`` (N, K, Q must be the ones
+    configured; ``eval.episodes`` becomes the file's count).
+
+    Raises:
+        ConfigError / DataError: a regression family, other N / K / Q than configured, a count other than the
+            file's, or a bad file (:class:`reptile_cli.data.episodes.FixedEpisodes`).
+    """
+    e = merged.eval
+    if family.kind != "classification":
+        raise ConfigError("eval.episodes_file applies to classification datasets (sine tasks are generated)")
+    if e.save_episodes:
+        raise ConfigError("eval.save_episodes writes drawn episodes; with eval.episodes_file they are already in "
+                          "a file: give one of the two")
+    fixed = FixedEpisodes(family, absolute(e.episodes_file), e.split)
+    have = (fixed.ways, fixed.shots, fixed.query_shots)
+    want = (merged.episode.ways, merged.episode.shots, merged.episode.query_shots)
+    if have != want:
+        raise ConfigError(f"eval.episodes_file={e.episodes_file} has {have[0]}-way episodes with {have[1]} support "
+                          f"and {have[2]} query images per class: set episode.ways={have[0]} episode.shots={have[1]} "
+                          f"episode.query_shots={have[2]}")
+    if cfg.eval.episodes is not None and cfg.eval.episodes != len(fixed):
+        raise ConfigError(f"eval.episodes={cfg.eval.episodes}: eval.episodes_file={e.episodes_file} holds "
+                          f"{len(fixed)} episodes, all evaluated; remove eval.episodes")
+    e.episodes = len(fixed)
+    return fixed
+
+
+def save_episodes(family, merged: DictConfig, path: Path) -> Path:
+    """Write the evaluation's drawn episodes (tasks 0..episodes-1 of stream (eval.seed, eval.split)) to
+    ``path`` in the format ``eval.episodes_file`` reads; evaluating that file gives the same per-task results.
+
+    Raises:
+        ConfigError: a task family without named images (sine).
+    """
+    if not hasattr(family, "episode_ids"):
+        raise ConfigError("eval.save_episodes applies to classification datasets (sine tasks are generated)")
+    e = merged.eval
+    doc = {"format": EPISODES_FORMAT, "version": 1, "dataset": merged.dataset.name, "split": e.split,
+           "content_sha256": family.checksum, "drawn_with": {"seed": e.seed, "ways": family.ways,
+                                                             "shots": family.shots, "query_shots": family.query_shots},
+           "episodes": [family.episode_ids(e.split, e.seed, i) for i in range(e.episodes)]}
+    write_json(path, doc)
+    return path
+
+
+def given_keys(cfg: DictConfig) -> set[str]:
+    """The settings a ``reptile eval`` command line sets (non-null values of its override sections)."""
+    keys = set()
+    for node in ("eval", "episode", "trainer", "dataset"):
+        keys |= {f"{node}.{k}" for k, v in to_plain(cfg[node]).items() if v is not None}
+    return keys
+
+
+def data_record(ckpt: dict, merged: DictConfig, family, explicit: bool, path: str) -> dict:
+    """Which data an evaluation reads, and whether it is the data the checkpoint was trained on.
+
+    Raises:
+        DataError: the content checksum differs from the training data's and ``dataset.root`` was not given.
+    """
+    trained, now = ckpt.get("dataset_checksum") or None, family.checksum or None
+    differs = bool(trained and now and trained != now)
+    root = merged.dataset.get("root")
+    if differs and not explicit:
+        raise DataError(f"{root} holds other data (content sha256 {now[:16]}) than {path} was trained on "
+                        f"({trained[:16]}): give dataset.root=PATH explicitly to evaluate on other data "
+                        f"(a cross-domain test), or restore the training data there")
+    if differs:
+        log.warning("evaluating on other data than %s was trained on: %s (content sha256 %s, training data %s)",
+                    path, root, now[:16], trained[:16])
+    return {"dataset": merged.dataset.name, "root": root, "content_sha256": now, "training_content_sha256": trained,
+            "differs_from_training": differs}
 
 
 def task_differences(a: DictConfig, b: DictConfig) -> list[str]:
@@ -264,11 +376,14 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
     paths = [cfg.checkpoint] + ([cfg.checkpoint_b] if cfg.checkpoint_b else [])
     results, loaded = [], []
     for path in paths:
-        ckpt, merged, family, model = load_for_eval(path, cfg)
-        loaded.append((ckpt, merged))
+        ckpt, merged, family, model, data = load_for_eval(path, cfg)
+        loaded.append((ckpt, merged, data))
         device = next(model.parameters()).device
         dtype, autocast = precision(merged.dtype, device)
         e = merged.eval
+        if dist is None or dist.is_main:
+            for note in large_batch_notes(merged.trainer, e, family):
+                log.warning(note)
         evaluator = Evaluator(family, model, merged.trainer, e, device, dtype, autocast)
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
         optimizer_state = ckpt.get("inner_optimizer")
@@ -281,11 +396,14 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
             raise ConfigError(f"{paths[0]} and {paths[1]} were trained on different datasets or task settings "
                               f"({'; '.join(differ[:3])}), so their tasks are not identical: a paired comparison "
                               f"needs the same dataset and episode settings")
-    ckpt, merged = loaded[0]
+    ckpt, merged, data = loaded[0]
     summary = results[0].summary()
     if dist is not None and not dist.is_main:
         return summary
-    extra = {"per_task": results[0].after,
+    if merged.eval.save_episodes:
+        saved = save_episodes(family, merged, absolute(merged.eval.save_episodes))
+        log.info("wrote the %d episodes to %s", merged.eval.episodes, saved)
+    extra = {"data": data, "per_task": results[0].after,
              "evaluation": {"path": evaluator.path, "processes": dist.world if dist is not None else 1,
                             # tasks adapted at once: the chunk, or fewer when there are fewer tasks
                             "chunk_size": min(evaluator.tasks_at_once, len(results[0].after)),
@@ -303,6 +421,10 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
                     iteration=ckpt["iteration"], cfg=merged, **extra)
     title = f"{merged.eval.split} split, {summary['episodes']} tasks, iteration {ckpt['iteration']}"
     print_summary(summary, title, merged, extra.get("comparison"))
+    if data["differs_from_training"]:
+        Console(soft_wrap=True).print(f"data: {data['root']} is NOT the data the checkpoint was trained on (content "
+                                      f"sha256 {data['content_sha256'][:16]}, training data "
+                                      f"{data['training_content_sha256'][:16]})")
     Console().print(f"eval.json: {output}")
     return summary
 

@@ -20,14 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reptile_cli import rng
+from reptile_cli.applicability import check_applicable
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from reptile_cli.config import TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
 from reptile_cli.device import precision, resolve_device, seeded
 from reptile_cli.distributed import Distributed, check_meta_batch
-from reptile_cli.errors import EXIT_STOPPED, ConfigError, ReptileError
-from reptile_cli.evaluate import Evaluator, check_eval, write_eval_json
+from reptile_cli.errors import EXIT_STOPPED, ConfigError, DataError, ReptileError
+from reptile_cli.evaluate import Evaluator, check_eval, large_batch_notes, write_eval_json
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models import build_model, check_input, place
 from reptile_cli.progress import progress_bar
@@ -74,13 +75,17 @@ def better(metric: str, new: float, old: float | None) -> bool:
 class Trainer:
     """One training run in ``run_dir`` from a composed ``train`` config.
 
+    ``given``: the keys the user set (command-line overrides); a key among them that does not apply to this run
+    is refused (:mod:`reptile_cli.applicability`). None: every key is checked.
+
     Raises (from :meth:`run`):
         ConfigError / DataError: bad settings or data, before any iteration.
         Stopped: a signal or the time budget ended the run; ``last.pt`` holds the last finished iteration.
         ReptileError: the loss or weights became non-finite (the last good checkpoint is kept).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, dist: Distributed | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, dist: Distributed | None = None,
+                 given: set[str] | None = None):
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.main = dist is None or dist.is_main  # only the main process writes files and logs progress
         check_trainer(cfg.trainer)
@@ -90,7 +95,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dtype, self.autocast = precision(cfg.dtype, self.device)
         self.family = build_task_family(cfg.dataset, cfg.episode)
-        check_input(cfg.model, getattr(self.family, "image_shape", None))
+        if cfg.trainer.resume and given is not None:
+            # a resume re-applies the run's own overrides and the settings its checkpoint records, which were
+            # checked when it started; of the rest, only what may change on resume can differ (resume_from)
+            given = {k for k in given if k.startswith(RESUME_MAY_CHANGE)}
+        check_applicable(cfg, self.family, "train", given)
+        check_input(cfg.model, getattr(self.family, "image_shape", None), getattr(self.family, "features", None))
         with seeded(rng.derive_seed(cfg.seed, "init")):
             self.model = build_model(cfg.model, self.family.ways)
         self.model = place(self.model, self.device, self.dtype)
@@ -152,6 +162,11 @@ class Trainer:
         if differ:
             raise ConfigError(f"trainer.resume={where}: the checkpoint was trained with other settings "
                               f"({'; '.join(differ[:4])}); resume with the original overrides")
+        saved_data, data = ckpt.get("dataset_checksum"), self.family.checksum
+        if saved_data and data and saved_data != data:
+            raise DataError(f"trainer.resume={where}: the data at {self.cfg.dataset.root} (content sha256 "
+                            f"{data[:16]}) is not the data the run was trained on ({saved_data[:16]}); give "
+                            f"dataset.root=PATH of the run's data, or start a new run")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["inner_optimizer"])
         self.iteration, self.best, self.best_iteration = ckpt["iteration"], ckpt["best_metric"], ckpt["best_iteration"]
@@ -182,20 +197,29 @@ class Trainer:
     def _handle_signal(self, signum, frame) -> None:
         self.stop_reason = signal.Signals(signum).name
 
-    def run(self) -> dict:
-        """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation)."""
-        cfg, t = self.cfg, self.cfg.trainer
+    def start(self) -> None:
+        """Resume (checked against the checkpoint first: a refused resume writes nothing) or begin: the run's
+        records, ``init.pt`` and ``state.json`` running. :meth:`run` calls it when it has not been called."""
+        t = self.cfg.trainer
         resume = t.resume
         if resume == "auto":
             resume = str(self.run_dir) if (self.run_dir / "last.pt").is_file() else None
         if resume:
             self.resume_from(resume)
         if self.main:
+            for note in large_batch_notes(self.cfg.trainer, self.cfg.eval, self.family):
+                log.warning(note)
             self.write_records(bool(resume))
         if not resume:
             self.save("init.pt")
         self.started = True
         self.write_state("running", iteration=self.iteration)
+
+    def run(self) -> dict:
+        """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation)."""
+        cfg = self.cfg
+        if not self.started:
+            self.start()
         has_val = "val" in self.family.splits
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
@@ -323,7 +347,8 @@ class Trainer:
 KEPT_FROM_CHECKPOINT = ("trainer.path", "trainer.loss_reduction", "trainer.adam_eps_convention")
 
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
-RESUME_MAY_CHANGE = ("trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
+# dataset.root may move: the data's content checksum must then be the same (Trainer.resume_from).
+RESUME_MAY_CHANGE = ("dataset.root", "trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
                      "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.", "threads")
 
 

@@ -31,14 +31,14 @@ def cli():
 def write_store(path: Path, class_names: list[str], per_class: int | list[int], size: int = 28,
                 channels: int = 1, seed: int = 0) -> Path:
     """Write a small image file in the ``reptile-cli/images`` format; image i of class c has pixel[0,0] = i,
-    pixel[0,1] = c (so tests can tell which image was drawn)."""
+    pixel[0,1] = c mod 256 (so tests can tell which image was drawn)."""
     rs = np.random.RandomState(seed)
     counts = [per_class] * len(class_names) if isinstance(per_class, int) else per_class
     images = []
     for c, n in enumerate(counts):
         block = rs.randint(0, 256, size=(n, size, size, channels)).astype(np.uint8)
         block[:, 0, 0, 0] = np.arange(n)
-        block[:, 0, 1, 0] = c
+        block[:, 0, 1, 0] = c % 256
         images.append(block)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:

@@ -270,3 +270,34 @@ def test_resume_keeps_the_path_the_run_started_with(cli, tmp_path, small_store, 
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["iteration"] == 6 and ckpt["inner_state_semantics"] == semantics
     assert ckpt["config"]["trainer"]["path"] == path
+
+
+def test_checkpoint_from_before_the_loss_settings_keeps_the_mean(cli, tmp_path, small_store):
+    """A run written before trainer.loss_reduction / adam_eps_convention existed trained with the mean and
+    PyTorch's epsilon; under today's preset (sum, tensorflow) it resumes and evaluates as it was trained."""
+    run = tmp_path / "run"
+    args = ["experiment=omniglot_5w1s", "dataset=omniglot_small", f"dataset.root={small_store}",
+            "trainer.meta_iters=6", "trainer.checkpoint_every=1", "eval.val_episodes=2", "trainer.progress=false",
+            "trainer.loss_reduction=mean", "trainer.adam_eps_convention=pytorch"]
+    r = cli("train", *args, "trainer.max_time=0.001", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    # make it an old run: the keys gone from its checkpoints and from its record of overrides
+    for name in ("last.pt", "init.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        for key in ("loss_reduction", "adam_eps_convention"):
+            del ckpt["config"]["trainer"][key]
+        torch.save(ckpt, run / name)
+    record = run / ".hydra" / "overrides.yaml"
+    record.write_text("".join(line for line in record.read_text().splitlines(keepends=True)
+                              if "loss_reduction" not in line and "eps_convention" not in line))
+    r = cli("train", f"trainer.resume={run}", "trainer.max_time=null", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    trainer_cfg = load_checkpoint(run / "last.pt")["config"]["trainer"]
+    assert (trainer_cfg["loss_reduction"], trainer_cfg["adam_eps_convention"]) == ("mean", "pytorch")
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    for key in ("loss_reduction", "adam_eps_convention"):
+        del ckpt["config"]["trainer"][key]
+    torch.save(ckpt, run / "old.pt")
+    r = cli("eval", str(run / "old.pt"), "eval.episodes=2", "eval.inner_steps=2", "output=old.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "old.json").read_text())["settings"]["loss_reduction"] == "mean"

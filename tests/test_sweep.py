@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reptile_cli.report import find_jobs, rank, seed_groups, sweep_csv, varying_keys
-from tests.test_cli import SINE_SMALL
+from tests.test_cli import SINE_NO_PERIODIC
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -86,8 +86,8 @@ def test_sweep_command_and_plots(cli, tmp_path):
 def sweep(tmp_path, *extra):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONUNBUFFERED"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "reptile_cli", "train", "-m", *SINE_SMALL, "trainer.meta_iters=20",
-                             "trainer.eval_every=0", "eval.val_episodes=5", "name=same", *extra], cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "reptile_cli", "train", "-m", *SINE_NO_PERIODIC,
+                             "trainer.meta_iters=20", "eval.val_episodes=5", "name=same", *extra], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

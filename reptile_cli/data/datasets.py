@@ -186,13 +186,14 @@ def stored_split(store: ImageStore, cfg) -> dict[str, list[tuple[int, int]]]:
 OMNIGLOT_VARIANTS = {"omniglot": "full", "omniglot_small": "small"}
 
 
-def build_task_family(dataset_cfg, episode_cfg, root: str | None = None):
+def build_task_family(dataset_cfg, episode_cfg, root: str | None = None, checked: tuple[str, ...] | None = None):
     """The task family a config describes.
 
     Args:
         dataset_cfg: the ``dataset`` node.
         episode_cfg: the ``episode`` node (ways, shots, query_shots, train_shots).
         root: data root overriding ``dataset.root`` (``reptile eval dataset.root=...``).
+        checked: the splits that must have enough classes and images for the episodes (default: all).
 
     Returns:
         ``SineTasks`` or ``ClassificationTasks``.
@@ -228,7 +229,8 @@ def build_task_family(dataset_cfg, episode_cfg, root: str | None = None):
         path = folder.prepare_folder(default_data_root(), Path(dataset_cfg.root).expanduser(),
                                      image_size=dataset_cfg.image_size, channels=dataset_cfg.channels,
                                      split_seed=dataset_cfg.split_seed,
-                                     fractions=tuple(dataset_cfg.split_fractions))
+                                     fractions=tuple(dataset_cfg.split_fractions),
+                                     resize_filter=dataset_cfg.resize_filter)
         store = ImageStore(path, f"check the folder {dataset_cfg.root}")
         makers = {"auto": lambda: stored_split(store, dataset_cfg)}
     else:
@@ -243,6 +245,10 @@ def build_task_family(dataset_cfg, episode_cfg, root: str | None = None):
         raise ConfigError(f"{store.path} holds {c}x{h}x{w} images but the config says dataset.channels="
                           f"{dataset_cfg.channels} dataset.image_size={dataset_cfg.image_size}: make them agree")
     pools = {s: store.pool(c) for s, c in splits.items()}
-    return ClassificationTasks(pools, episode_cfg.ways, episode_cfg.shots, episode_cfg.query_shots,
-                               episode_cfg.train_shots, str(store.attrs.get("content_sha256", "")),
-                               image_shape=(c, h, w))
+    tasks = ClassificationTasks(pools, episode_cfg.ways, episode_cfg.shots, episode_cfg.query_shots,
+                                episode_cfg.train_shots, str(store.attrs.get("content_sha256", "")),
+                                image_shape=(c, h, w), checked=checked)
+    # whether dataset.split_seed draws the split (a fixed list or split folders do not depend on it)
+    tasks.seeded_split = dataset_cfg.split in ("reptile", "alphabets") or (name == "folder" and
+                                                                        not any(store.class_split))
+    return tasks

@@ -139,7 +139,7 @@ def resolve_url(
     base = str(mirror) if mirror is not None else official_base
     if is_url(base):
         return base.rstrip("/") + "/" + quote(file_name)
-    return str(Path(base).expanduser() / file_name)
+    return str(Path(base).expanduser().absolute() / file_name)
 
 
 # ----------------------------------------------------------------------------------------------- fetch

@@ -98,6 +98,8 @@ class ClassificationTasks:
         train_shots: examples per class of a training task.
         checksum: data identity for provenance.
         image_shape: (C, H, W) of the images, checked against the model.
+        checked: the splits whose class and image counts must suffice for the tasks (default: all; an
+            evaluation checks only the split it draws from).
 
     Raises:
         ConfigError: N larger than a split's class count, or a non-positive count.
@@ -108,7 +110,8 @@ class ClassificationTasks:
     metric = "acc"
 
     def __init__(self, pools: dict[str, ClassPool], ways: int, shots: int, query_shots: int,
-                 train_shots: int, checksum: str = "", image_shape: tuple[int, int, int] | None = None):
+                 train_shots: int, checksum: str = "", image_shape: tuple[int, int, int] | None = None,
+                 checked: tuple[str, ...] | None = None):
         for name, value in (("ways", ways), ("shots", shots), ("query_shots", query_shots),
                             ("train_shots", train_shots)):
             if value < 1:
@@ -118,7 +121,10 @@ class ClassificationTasks:
         self.splits = tuple(s for s in ("val", "test") if s in pools)
         self.checksum = checksum
         self.image_shape = image_shape  # (C, H, W) of the images it yields
+        self.seeded_split = True  # whether the class split is drawn from dataset.split_seed (set by its maker)
         for split, pool in pools.items():
+            if checked is not None and split not in checked:
+                continue
             if len(pool) < ways:
                 raise ConfigError(f"episode.ways={ways} but split {split!r} has only {len(pool)} classes: "
                                   f"lower episode.ways")
@@ -128,13 +134,38 @@ class ClassificationTasks:
                 pool.check_size(shots + query_shots, split,
                                 f"episode.shots + episode.query_shots = {shots}+{query_shots}")
 
-    def _draw(self, pool: ClassPool, per_class: int, g: torch.Generator):
+    def _pick(self, pool: ClassPool, per_class: int, g: torch.Generator):
+        """(classes ``[N]``, labels ``[N]``, image indices within each class ``[N, per_class]``)."""
         classes = torch.randperm(len(pool), generator=g)[: self.ways]
         labels = torch.randperm(self.ways, generator=g)
-        xs = [pool.load(int(c), torch.randperm(int(pool.count[c]), generator=g)[:per_class]) for c in classes]
-        x = torch.stack(xs)  # [N, per_class, C, H, W]
-        y = labels[:, None].expand(-1, per_class)  # [N, per_class]
+        picks = torch.stack([torch.randperm(int(pool.count[c]), generator=g)[:per_class] for c in classes])
+        return classes, labels, picks
+
+    @staticmethod
+    def _load(pool: ClassPool, classes, labels, picks):
+        x = torch.stack([pool.load(int(c), p) for c, p in zip(classes, picks)])  # [N, per_class, C, H, W]
+        y = torch.as_tensor(labels)[:, None].expand(-1, picks.shape[1])  # [N, per_class]
         return x, y
+
+    def _draw(self, pool: ClassPool, per_class: int, g: torch.Generator):
+        return self._load(pool, *self._pick(pool, per_class, g))
+
+    def episode_ids(self, split: str, seed: int, index: int) -> dict:
+        """Which images evaluation task ``index`` of ``split`` holds, as an episodes file lists them
+        (:class:`FixedEpisodes`): class names in draw order, their labels, and per class the indices (within
+        the class, in the prepared file's order) of the support and of the query images."""
+        pool = self._pool(split)
+        classes, labels, picks = self._pick(pool, self.shots + self.query_shots,
+                                            rng.generator(seed, f"eval/{split}", 0, index))
+        k = self.shots
+        return {"classes": [pool.names[int(c)] for c in classes], "labels": labels.tolist(),
+                "support": picks[:, :k].tolist(), "query": picks[:, k:].tolist()}
+
+    def _pool(self, split: str) -> ClassPool:
+        if split not in self.pools:
+            raise ConfigError(f"eval.split={split!r}: this dataset's evaluation splits are "
+                              f"{', '.join(self.splits) or 'none'} (and train)")
+        return self.pools[split]
 
     def train_task(self, seed: int, iteration: int, index: int) -> Task:
         """Training task ``index`` of meta-iteration ``iteration``: ``[N*train_shots, C, H, W]``."""
@@ -147,10 +178,107 @@ class ClassificationTasks:
         Raises:
             ConfigError: the dataset has no such split.
         """
-        if split not in self.pools:
-            raise ConfigError(f"eval.split={split!r}: this dataset's evaluation splits are "
-                              f"{', '.join(self.splits) or 'none'} (and train)")
-        x, y = self._draw(self.pools[split], self.shots + self.query_shots,
+        x, y = self._draw(self._pool(split), self.shots + self.query_shots,
                           rng.generator(seed, f"eval/{split}", 0, index))
-        k = self.shots
-        return EvalTask(x[:, :k].flatten(0, 1), y[:, :k].flatten(), x[:, k:].flatten(0, 1), y[:, k:].flatten())
+        return split_support_query(x, y, self.shots)
+
+
+def split_support_query(x: torch.Tensor, y: torch.Tensor, shots: int) -> EvalTask:
+    """Images ``[N, K + Q, ...]`` and labels ``[N, K + Q]`` -> an :class:`EvalTask`, class-major order."""
+    k = shots
+    return EvalTask(x[:, :k].flatten(0, 1), y[:, :k].flatten(), x[:, k:].flatten(0, 1), y[:, k:].flatten())
+
+
+EPISODES_FORMAT = "reptile-cli/episodes"
+
+
+class FixedEpisodes:
+    """Evaluation tasks read from an episodes file instead of drawn: which images are support and which query,
+    per episode, so that published fixed test episodes are evaluated exactly.
+
+    The file is JSON: ``{"format": "reptile-cli/episodes", "version": 1, "split": "test", "dataset": ...,
+    "content_sha256": ..., "episodes": [{"classes": [name, ...], "labels": [int, ...], "support": [[i, ...],
+    ...], "query": [[j, ...], ...]}, ...]}``. ``classes`` are class names of the split (``Alphabet/characterNN``,
+    a Mini-ImageNet wnid, a folder's class path; ``/rotDDD`` for a rotated class), ``labels`` their labels
+    (default 0..N-1), and ``support[c]`` / ``query[c]`` the indices of class ``c``'s images, counted from 0 in
+    the prepared file's order (file-name order for folders and Omniglot). Every episode has the same N, K and Q.
+    ``reptile eval ... eval.save_episodes=FILE`` writes the episodes it draws in this format.
+
+    Args:
+        family: the :class:`ClassificationTasks` whose images the file names.
+        path: the file.
+        split: the split its classes must belong to (``eval.split``).
+
+    Raises:
+        DataError: unreadable file, wrong format, a class not in the split, an index outside its class,
+            support and query sharing an image, uneven N / K / Q, or a file made from other data.
+    """
+
+    def __init__(self, family: ClassificationTasks, path, split: str):
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise DataError(f"eval.episodes_file={path}: cannot read it as JSON ({err})") from None
+        if not isinstance(doc, dict) or doc.get("format") != EPISODES_FORMAT or not isinstance(
+                doc.get("episodes"), list) or not doc["episodes"]:
+            raise DataError(f"eval.episodes_file={path}: not an episodes file (format {EPISODES_FORMAT!r} with a "
+                            f"non-empty 'episodes' list; see reptile eval ... eval.save_episodes=FILE)")
+        if doc.get("split", split) != split:
+            raise DataError(f"eval.episodes_file={path} holds episodes of split {doc['split']!r}: set "
+                            f"eval.split={doc['split']}")
+        if doc.get("content_sha256") and family.checksum and doc["content_sha256"] != family.checksum:
+            raise DataError(f"eval.episodes_file={path} was made from other data (content sha256 "
+                            f"{doc['content_sha256'][:16]}, this data {family.checksum[:16]}): image indices would "
+                            f"name other images")
+        pool = family._pool(split)
+        index = {name: i for i, name in enumerate(pool.names)}
+        self.family, self.pool, self.path, self.split = family, pool, path, split
+        self.episodes = []
+        shapes = set()
+        for n, ep in enumerate(doc["episodes"]):
+            where = f"eval.episodes_file={path}, episode {n}"
+            try:
+                names, support, query = list(ep["classes"]), ep["support"], ep["query"]
+                labels = list(ep.get("labels", range(len(names))))
+                classes = [index[c] for c in names]
+            except KeyError as err:
+                raise DataError(f"{where}: {err.args[0]!r} is missing or not a class of split {split!r}") from None
+            except TypeError:
+                raise DataError(f"{where}: give 'classes', 'support' and 'query' lists") from None
+            if not (len(support) == len(query) == len(classes) == len(labels)) or sorted(labels) != list(
+                    range(len(classes))):
+                raise DataError(f"{where}: 'classes', 'labels', 'support' and 'query' need one entry per class, "
+                                f"labels 0..N-1")
+            ks = {len(s) for s in support} | {-len(q) for q in query}
+            for c, s, q in zip(classes, support, query):
+                if set(s) & set(q) or len(set(s)) != len(s) or len(set(q)) != len(q):
+                    raise DataError(f"{where}: class {pool.names[c]} repeats an image (support and query must be "
+                                    f"distinct images)")
+                bad = [i for i in (*s, *q) if not isinstance(i, int) or not 0 <= i < int(pool.count[c])]
+                if bad:
+                    raise DataError(f"{where}: image {bad[0]!r} of class {pool.names[c]}, which has "
+                                    f"{int(pool.count[c])} images (indices 0..{int(pool.count[c]) - 1})")
+            shapes.add((len(classes), tuple(sorted(ks))))
+            if len(shapes) > 1 or len([k for k in ks if k > 0]) != 1 or len([k for k in ks if k < 0]) != 1:
+                raise DataError(f"{where}: every episode must have the same N, the same K support and Q query "
+                                f"images per class")
+            self.episodes.append((classes, labels, [list(s) + list(q) for s, q in zip(support, query)]))
+        self.ways = len(self.episodes[0][0])
+        self.shots = max(shapes.pop()[1])
+        self.query_shots = len(self.episodes[0][2][0]) - self.shots
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getattr__(self, name: str):  # kind, metric, checksum, image_shape ...: the family's
+        return getattr(self.family, name)
+
+    def eval_task(self, split: str, seed: int, index: int) -> EvalTask:
+        """Episode ``index`` of the file (``seed`` only orders the inner minibatches, as for drawn tasks)."""
+        classes, labels, picks = self.episodes[index]
+        x, y = ClassificationTasks._load(self.pool, classes, labels, torch.tensor(picks))
+        return split_support_query(x, y, self.shots)

@@ -222,6 +222,7 @@ class _Collector:
         path = Path(path).expanduser()
         if not path.exists():
             raise DataError(f"{path} does not exist; give a folder or zip holding Omniglot")
+        path = path.resolve()  # recorded in the prepared file's sources: absolute
         if path.is_dir():
             self.add_dir(path)
         elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):

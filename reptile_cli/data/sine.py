@@ -28,6 +28,7 @@ class SineTasks:
     ways = 1
     splits = ("val", "test")
     checksum = "generated:sine"
+    features = (1, 1)  # x and y per example
 
     def __init__(self, cfg, shots: int, train_shots: int):
         self.cfg = cfg
@@ -39,7 +40,7 @@ class SineTasks:
                               f"dataset.num_points={cfg.num_points}; set them equal")
         if cfg.amplitude_max < cfg.amplitude_min or cfg.phase_max < cfg.phase_min:
             raise ConfigError("dataset amplitude/phase ranges must have min <= max")
-        self.shots = shots
+        self.shots, self.train_shots = shots, train_shots
 
     def _curve(self, g: torch.Generator) -> torch.Tensor:
         u = torch.rand(2, generator=g, dtype=torch.float64)

@@ -12,8 +12,14 @@ from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
 
 
-def check_input(cfg: Any, image_shape: tuple[int, int, int] | None) -> None:
-    """Raise ConfigError when a conv model's input does not match the dataset's images (C, H, W)."""
+def check_input(cfg: Any, image_shape: tuple[int, int, int] | None,
+                features: tuple[int, int] | None = None) -> None:
+    """Raise ConfigError when a conv model's input does not match the dataset's images (C, H, W), or an MLP's
+    ``in_features`` / ``out_features`` the task family's (input, target) sizes ``features``."""
+    if cfg.name == "mlp" and features is not None and (cfg.in_features, cfg.out_features) != tuple(features):
+        raise ConfigError(f"model.in_features={cfg.in_features} model.out_features={cfg.out_features}: the tasks "
+                          f"have {features[0]} input and {features[1]} target value(s) per example; set "
+                          f"model.in_features={features[0]} model.out_features={features[1]}")
     if cfg.name != "conv4" or image_shape is None:
         return
     c, h, _ = image_shape
@@ -43,6 +49,46 @@ def build_model(cfg: Any, ways: int) -> nn.Module:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     raise ConfigError(f"model.name={cfg.name!r} is not a known model: use conv4 or mlp (model=conv4_omniglot, ...)")
+
+
+HEAD_INITS = ("zeros", "glorot")
+
+
+def replace_head(weights: dict, optimizer_state: dict | None, ways: int, how: str,
+                 generator: torch.Generator) -> tuple[dict, dict | None]:
+    """A classifier's weights and inner optimizer state with a new ``ways``-way head (``head.weight``
+    ``[ways, F]``, ``head.bias`` ``[ways]``), to evaluate a checkpoint on another N than it was trained for.
+
+    ``how``: ``zeros`` (weights and bias 0: every class starts equal and the support set alone makes the head,
+    a common choice for first-order meta-learning: no class is preferred before adaptation) or ``glorot``
+    (Glorot-uniform weights from ``generator``, zero bias: a freshly initialised layer).
+    The head's Adam moments become, for each new class, the mean over the trained classes' rows (per input
+    feature), so the new head's first steps have the trained head's scale; the step count is kept. The other
+    layers and their state are unchanged. Returns copies; the arguments are not modified.
+
+    Raises:
+        ConfigError: the model has no ``head`` layer, or ``how`` is unknown.
+    """
+    if how not in HEAD_INITS:
+        raise ConfigError(f"eval.new_head={how!r}: use {' or '.join(HEAD_INITS)}")
+    if "head.weight" not in weights:
+        raise ConfigError("eval.new_head applies to classifiers with a head layer (model.name=conv4)")
+    weights = dict(weights)
+    features = weights["head.weight"].shape[1]
+    dtype = weights["head.weight"].dtype
+    w = torch.zeros(ways, features, dtype=dtype)
+    if how == "glorot":
+        bound = (6.0 / (features + ways)) ** 0.5
+        w = (torch.rand(ways, features, generator=generator, dtype=torch.float64) * 2 - 1).mul_(bound).to(dtype)
+    weights["head.weight"], weights["head.bias"] = w, torch.zeros(ways, dtype=dtype)
+    if optimizer_state and "exp_avg" in optimizer_state:
+        optimizer_state = {**optimizer_state}
+        for key in ("exp_avg", "exp_avg_sq"):
+            moments = dict(optimizer_state[key])
+            moments["head.weight"] = moments["head.weight"].mean(0, keepdim=True).expand(ways, -1).clone()
+            moments["head.bias"] = moments["head.bias"].mean().expand(ways).clone()
+            optimizer_state[key] = moments
+    return weights, optimizer_state
 
 
 def place(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
