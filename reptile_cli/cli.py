@@ -100,7 +100,7 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
     argv = sys.argv
     rundir.COMMAND = ["reptile", *argv[1:]]
     sys.argv = [f"reptile-{config_name}", *hydra_args]
-    from reptile_cli.jobs import SWEEP_FAILURES, pop_error
+    from reptile_cli.jobs import SWEEP_FAILURES, Refused, pop_error
 
     try:
         hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task_function)()
@@ -111,9 +111,10 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
             where, failed, total = SWEEP_FAILURES.pop()
             raise ReptileError(f"{failed} of {total} jobs failed (their state.json says why; table in "
                                f"{where / 'sweep.csv'})")
-    except ReptileError as err:
+    except (ReptileError, Refused) as err:
         if _trace:
             raise
+        err = getattr(err, "error", err)
         _fail(err.exit_code, str(err))
     except KeyboardInterrupt as err:
         _fail(3, str(err) or "interrupted")
@@ -195,8 +196,45 @@ def train(
     from reptile_cli.jobs import train_main
 
     refuse_new_keys(list(ctx.args))
-    run_hydra("train", train_main,
-              _hydra_flags(multirun, cfg) + resume_overrides(list(ctx.args)) + process_overrides(multirun))
+    args = resume_overrides(list(ctx.args))
+    hold = None
+    if not cfg:
+        hold = lock_run_dir(args, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    try:
+        run_hydra("train", train_main, _hydra_flags(multirun, cfg) + args + process_overrides(multirun))
+    finally:
+        if hold is not None:
+            hold.release()
+
+
+def lock_run_dir(args: list[str], key: str = "hydra.run.dir"):
+    """Lock a single run's directory (``key`` = ``hydra.run.dir``, also set by ``trainer.resume``) or a sweep's
+    (``hydra.sweep.dir``) before Hydra writes into it (its ``.hydra/`` record, the log), when the command names
+    it. A second process aimed at the same directory then fails here, at once, having written nothing; a run or
+    sweep in the default directory (a new one named by the time) is locked by the job or the sweep itself.
+    Under torchrun, rank 0 alone locks (the other ranks work in scratch directories). Returns the lock, or None.
+
+    Marks a directory that this call creates (:data:`reptile_cli.jobs.NEW_RUN_DIR`), so that a run failing
+    before it starts removes it instead of leaving a stub.
+    """
+    from reptile_cli import jobs, locks
+    from reptile_cli.distributed import rank_from_env, world_size_from_env
+
+    if world_size_from_env() > 1 and rank_from_env() != 0:
+        return None
+    given = _last_value(args, key)
+    if not given:
+        jobs.NEW_RUN_DIR = True  # Hydra's default run directory is new: runs/<name>/<time with microseconds>
+        return None
+    run_dir = Path(given).expanduser()
+    created = not run_dir.exists()
+    try:
+        hold = locks.lock_dir(run_dir, "sweep directory" if key == "hydra.sweep.dir" else "run directory")
+    except ReptileError as err:
+        _fail(err.exit_code, str(err))
+    if key == "hydra.run.dir":
+        jobs.NEW_RUN_DIR = created
+    return hold
 
 
 def _key(override: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from reptile_cli import rng
+from reptile_cli import locks, rng
 from reptile_cli.applicability import check_applicable
 from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import EvalConfig, TrainCommand, to_plain
@@ -47,6 +48,15 @@ def _run_dir() -> Path:
 
 
 _pending: list[BaseException] = []
+
+
+class Refused(BaseException):
+    """A :class:`ReptileError` raised where Hydra would swallow an ``Exception`` (its callbacks): it reaches the
+    CLI, which reports ``error`` as usual."""
+
+    def __init__(self, error: ReptileError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -113,6 +123,13 @@ def configure_threads(requested: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- train
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files (``.NAME.*.tmp``) that a killed writer left in ``run_dir``; called by the one
+    process that holds the directory's lock, so no live writer owns them."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def command_line_keys() -> set[str]:
     """The config keys this job's command line set (Hydra's task overrides, a sweep's swept values included);
     the values presets and defaults give are theirs to keep consistent (tests/test_audit.py)."""
@@ -121,32 +138,50 @@ def command_line_keys() -> set[str]:
     return {override_key(o) for o in HydraConfig.get().overrides.task if not override_key(o).startswith("hydra.")}
 
 
+# Whether a single run's directory was created by this call (set by the CLI), so that a run failing before it
+# starts removes it rather than leaving a stub; a sweep keeps its failed jobs' directories for the report.
+NEW_RUN_DIR = False
+
+
+def failed_before_start(run_dir: Path, err: ReptileError, existing: bool) -> None:
+    """A run that could not start: in a sweep, its directory records why (``state.json`` failed, for the
+    report); a single run's directory that this call created is removed (nothing of it is worth keeping,
+    and the error is on the screen); an existing run's files stay as they were."""
+    if existing:
+        return
+    if _in_multirun() or not NEW_RUN_DIR:
+        write_state(run_dir, "failed", message=str(err))
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def train_job(cfg: DictConfig, run_dir: Path) -> dict:
     from reptile_cli.trainer import Trainer
 
     resolve_dataset_root(cfg.dataset)
     configure_threads(cfg.threads)
     dist = init_from_env(str(cfg.device.value))
+    hold = None
     try:
         if dist is not None:  # every process works in rank 0's run directory; only rank 0 writes there
             run_dir = Path(dist.broadcast(str(run_dir)))
         main = dist is None or dist.is_main
+        if main:  # one writer per run directory (the CLI may hold it already: then this is a second hold)
+            hold = locks.lock_dir(run_dir)
+            remove_stale_temporaries(run_dir)
         existing = (run_dir / "last.pt").is_file()  # a resume: its state.json belongs to the run until it starts
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
         try:
             trainer = Trainer(cfg, run_dir, dist, given=command_line_keys())
         except ReptileError as err:
-            if main and not existing:
-                write_state(run_dir, "failed", message=str(err))
+            if main:
+                failed_before_start(run_dir, err, existing)
             raise
         if not main:
             return trainer.run()
         try:
             trainer.start()  # before anything is logged: a refused resume leaves the run's files as they were
         except ReptileError as err:
-            if not existing:
-                write_state(run_dir, "failed", message=str(err))
+            failed_before_start(run_dir, err, existing)
             raise
         log.info("run directory: %s", run_dir)
         path = getattr(cfg.trainer.path, "value", cfg.trainer.path)
@@ -165,6 +200,8 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
             raise
     finally:
         shutdown()
+        if hold is not None:
+            hold.release()
     if summary:
         print_summary(summary, f"validation, {summary['episodes']} tasks, iteration {trainer.iteration}")
     log.info("done: %s", run_dir)
@@ -181,9 +218,16 @@ def train_main(cfg: DictConfig) -> float | None:
 
 
 class SweepReport(Callback):
-    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): when a multirun ends, whatever the
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): when a multirun starts, lock its sweep
+    directory (one sweep writes there at a time; a second one fails at once); when it ends, whatever the
     launcher, print the ranked table of its jobs, write ``sweep.csv`` and ``val_curves.png`` in the sweep
     directory and remember how many jobs failed, so that ``reptile train -m`` exits 1 when any did."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self.hold = locks.lock_dir(Path(config.hydra.sweep.dir), "sweep directory")
+        except ReptileError as err:  # Hydra turns a callback's Exception into a warning and goes on
+            raise Refused(err) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from reptile_cli.report import find_jobs
@@ -191,10 +235,14 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             jobs = find_jobs(sweep_dir)
+            write_sweep_report(sweep_dir, jobs)
         except ReptileError as err:
             log.warning("no sweep report: %s", err)
             return
-        write_sweep_report(sweep_dir, jobs)
+        finally:
+            if getattr(self, "hold", None) is not None:
+                self.hold.release()
+                self.hold = None
         failed = [j.name for j in jobs if j.state not in ("completed", "stopped")]
         if failed:
             SWEEP_FAILURES.append((sweep_dir, len(failed), len(jobs)))
@@ -364,15 +412,42 @@ def task_differences(a: DictConfig, b: DictConfig) -> list[str]:
 
 
 def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
+    """One ``reptile eval``. Its output file has one writer at a time (a second evaluation into the same
+    ``output`` fails at once); an evaluation that fails removes the directory Hydra made for it (``.hydra/``
+    only, when it is new) instead of leaving a stub."""
     configure_threads(cfg.threads)
     dist = init_from_env(str(cfg.device.value))
+    main = dist is None or dist.is_main
+    output = Path(cfg.output) if cfg.output else out_dir / "eval.json"
+    hold = locks.lock_beside(output, "evaluation output") if main else None
     try:
-        return _eval(cfg, out_dir, dist)
+        return _eval(cfg, out_dir, dist, output)
+    except BaseException:
+        if main and not _in_multirun():
+            remove_stub(out_dir)
+        raise
     finally:
+        if hold is not None:
+            hold.release()
         shutdown()
 
 
-def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
+def remove_stub(out_dir: Path) -> None:
+    """Remove an evaluation directory that holds nothing but Hydra's ``.hydra/`` record (and lock files), and
+    its parent ``eval/`` folder when that is then empty."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    if any(p.name not in (".hydra",) and not p.name.endswith(".lock") for p in out_dir.iterdir()):
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        out_dir.parent.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
     paths = [cfg.checkpoint] + ([cfg.checkpoint_b] if cfg.checkpoint_b else [])
     results, loaded = [], []
     for path in paths:
@@ -415,7 +490,6 @@ def _eval(cfg: DictConfig, out_dir: Path, dist) -> dict:
         summary_b = results[1].summary()
         extra["comparison"] = {"checkpoint_b": str(paths[1]), "b": summary_b, "per_task_b": results[1].after,
                                "paired_difference": {"mean": mean, "ci95": ci, "of": "A - B"}}
-    output = Path(cfg.output) if cfg.output else out_dir / "eval.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_eval_json(output, summary, split=merged.eval.split, checkpoint=Path(paths[0]).resolve(),
                     iteration=ckpt["iteration"], cfg=merged, **extra)

@@ -34,6 +34,7 @@ from pathlib import Path
 from reptile_cli.data import h5images
 from reptile_cli.data.h5images import SPLIT_NAMES, first_few, say
 from reptile_cli.errors import DataError
+from reptile_cli.locks import lock_preparation
 
 DATASET = "folder"
 IMAGE_EXTENSIONS = frozenset(
@@ -225,6 +226,14 @@ def prepare_folder(
         )
 
     out = cache_path(root, folder, image_size, channels, resize_filter)
+    # two runs preparing the same folder at once: the second waits for the first's file, then reuses it
+    with lock_preparation(out.parent, progress, name=out.stem):
+        return _prepare_cached(out, folder, by_dir, classes, has_splits, ignored, image_size, channels,
+                               resize_filter, progress)
+
+
+def _prepare_cached(out: Path, folder: Path, by_dir: dict, classes: list, has_splits: bool, ignored: int,
+                    image_size: int, channels: int, resize_filter: str, progress: bool) -> Path:
     fingerprint = _fingerprint(by_dir, image_size, channels, resize_filter)
     num_images = sum(len(by_dir[parts]) for _, _, parts in classes)
     if h5images.read_valid_attrs(

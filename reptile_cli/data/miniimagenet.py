@@ -41,6 +41,7 @@ from reptile_cli.data import h5images
 from reptile_cli.data.download import check_zip_entry, fetch, file_sha256, is_url, open_zip, resolve_url, url_to_path
 from reptile_cli.data.h5images import SPLIT_NAMES, first_few, say
 from reptile_cli.errors import DataError
+from reptile_cli.locks import lock_preparation
 
 DATASET = "miniimagenet"
 IMAGE_SIZE = 84
@@ -638,6 +639,11 @@ def import_copy(
             counted, the first few named); a partial import that would replace a complete prepared file; the
             split files cannot be fetched or are malformed.
     """
+    with lock_preparation(Path(root) / "miniimagenet", progress):  # one preparation at a time; another waits
+        return _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_filter, progress)
+
+
+def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_filter, progress):
     started = time.monotonic()
     h5images.check_resize_filter(resize_filter)
     root, source = Path(root), Path(path).expanduser()

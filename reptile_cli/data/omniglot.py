@@ -55,6 +55,7 @@ from reptile_cli.data.download import (
     url_to_path,
 )
 from reptile_cli.errors import DataError
+from reptile_cli.locks import lock_preparation
 
 OFFICIAL_BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 ARCHIVE_MD5 = {
@@ -564,9 +565,10 @@ def import_copy(
     collector = _Collector()
     for p in paths:
         collector.add_path(Path(p))
-    path, report = _prepare(
-        collector, Path(root), resize_filter=resize_filter, progress=progress, allow_partial=allow_partial
-    )
+    with lock_preparation(dataset_dir(root), progress):  # one preparation at a time; a second one waits
+        path, report = _prepare(
+            collector, Path(root), resize_filter=resize_filter, progress=progress, allow_partial=allow_partial
+        )
     for line in report.summary():
         _say(progress, line)
     return path, report
@@ -658,6 +660,11 @@ def download(
     """
     _check_args(variant, resize_filter)
     root = Path(root)
+    with lock_preparation(dataset_dir(root), progress):  # a second download waits, then reuses the result
+        return _download(root, variant, mirror, progress, splits_mirror, resize_filter)
+
+
+def _download(root: Path, variant: str, mirror, progress: bool, splits_mirror, resize_filter: str) -> Path:
     out = prepared_path(root, variant, resize_filter)
     if _prepared_ok(out, variant, resize_filter):
         if variant == "full":
