@@ -7,9 +7,12 @@ state, the iteration, the full config as a plain dict, the best validation metri
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import re
+import resource
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,6 +43,7 @@ def atomic_write(path: Path, write) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+    cause = None
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -47,9 +51,34 @@ def atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ReptileError(f"cannot write {path}: {err.strerror or err}; the previous file is kept") from None
-        raise
+        if not isinstance(err, (OSError, RuntimeError)):
+            raise
+        cause = write_failure(Path(tmp), err)
+    if cause is not None:
+        # raised outside the except block: the failed write's traceback (which holds torch.save's open file,
+        # so its blocks would stay allocated on a full disk) is gone by now, and the space with it
+        gc.collect()
+        kept = "; the previous file is kept" if path.exists() else ""
+        raise ReptileError(f"cannot write {path}: {cause}{kept}")
+
+
+def write_failure(partial: Path, err: BaseException) -> str:
+    """Why a write stopped, in words. An OS error says it itself (no space left on device, read-only file
+    system, quota exceeded, file name too long ...); ``torch.save`` reports a short write as a RuntimeError
+    without the OS error ("unexpected pos ..."), so then the file system is looked at while the failed file's
+    blocks are still allocated: nearly no space left, or this process's file size limit (``ulimit -f``)."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    try:
+        free = shutil.disk_usage(partial.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"no space left on device ({free:,} bytes free on the file system of {partial.parent})"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"the write stopped short (this process may write files of at most {limit:,} bytes: ulimit -f)"
+    return f"the write stopped short ({str(err).splitlines()[0][:120]}): a full disk or a quota?"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

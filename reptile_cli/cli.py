@@ -21,6 +21,7 @@ import typer
 
 from reptile_cli import __version__
 from reptile_cli.errors import EXIT_ERROR, EXIT_USAGE, ReptileError
+from reptile_cli.overrides import override_key, quote
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot meta-learning with Reptile (Nichol, Achiam & Schulman 2018).")
@@ -74,11 +75,6 @@ def _classify(err: BaseException) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     return EXIT_USAGE if isinstance(err, (HydraException, OmegaConfBaseException)) else EXIT_ERROR
-
-
-def _quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar (paths with spaces, commas, '=' ...)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
@@ -174,7 +170,7 @@ def process_overrides(multirun: bool) -> list[str]:
         return []
     scratch = tempfile.mkdtemp(prefix=f"reptile-rank{rank}-")
     _SCRATCH.append(scratch)  # removed by main()
-    return [f"hydra.run.dir={_quote(scratch)}", "hydra.output_subdir=null", "hydra/job_logging=disabled",
+    return [f"hydra.run.dir={quote(scratch)}", "hydra.output_subdir=null", "hydra/job_logging=disabled",
             "hydra/hydra_logging=disabled"]
 
 
@@ -237,15 +233,9 @@ def lock_run_dir(args: list[str], key: str = "hydra.run.dir"):
     return hold
 
 
-def _key(override: str) -> str:
-    from reptile_cli.report import override_key
-
-    return override_key(override)
-
-
 def _last_value(args: list[str], key: str) -> str:
     """The value of the last ``key=VALUE`` among ``args`` (quotes stripped), or ``""``."""
-    values = [a.split("=", 1)[1].strip("'\"") for a in args if "=" in a and _key(a) == key]
+    values = [a.split("=", 1)[1].strip("'\"") for a in args if "=" in a and override_key(a) == key]
     return values[-1] if values else ""
 
 
@@ -253,9 +243,9 @@ def refuse_new_keys(args: list[str]) -> None:
     """``+key=value`` adds a key that no schema declares, which the tool would silently ignore: refuse it
     (``hydra.*`` keys excepted, such as ``+hydra.callbacks...``)."""
     for a in args:
-        if a.startswith("+") and "=" in a and not _key(a).startswith("hydra."):
+        if a.startswith("+") and "=" in a and not override_key(a).startswith("hydra."):
             _fail(EXIT_USAGE, f"{a}: '+' adds a key that reptile does not read; check the spelling of "
-                              f"{_key(a)} (every key is listed with `reptile train --cfg job`)")
+                              f"{override_key(a)} (every key is listed with `reptile train --cfg job`)")
 
 
 RECORDED_PATHS = ("dataset.root",)  # recorded resolved in checkpoints; a resume reads them from there
@@ -294,9 +284,9 @@ def resume_overrides(args: list[str]) -> list[str]:
         if value != "auto":
             _fail(EXIT_USAGE, f"hydra.run.dir={given_dir} already holds a run (last.pt): continue it with "
                               f"trainer.resume={given_dir}, or give another hydra.run.dir")
-        given = {_key(a) for a in args if "=" in a}
+        given = {override_key(a) for a in args if "=" in a}
         recorded = _checkpoint_settings(Path(given_dir).expanduser() / "last.pt")
-        kept = [f"{key}={_quote(value)}" for key, value in recorded.items() if key not in given]
+        kept = [f"{key}={quote(value)}" for key, value in recorded.items() if key not in given]
         return args + kept + ["hydra.output_subdir=null"]  # resume=auto of an existing run: keep its .hydra/ record
     path = Path(value).expanduser()
     if not path.exists():
@@ -306,10 +296,10 @@ def resume_overrides(args: list[str]) -> list[str]:
                           f"train` (runs/<name>/<time>) or a checkpoint file")
     run_dir = (path if path.is_dir() else path.parent).resolve()
     # recorded resolved, so that config.yaml names the same run from any directory
-    args = [f"trainer.resume={_quote(str(path.resolve()))}" if "=" in a and _key(a) == "trainer.resume" else a
+    args = [f"trainer.resume={quote(str(path.resolve()))}" if "=" in a and override_key(a) == "trainer.resume" else a
             for a in args]
     saved = run_dir / ".hydra" / "overrides.yaml"
-    given = {_key(a) for a in args if "=" in a}
+    given = {override_key(a) for a in args if "=" in a}
     recorded = _checkpoint_settings(path if path.is_file() else run_dir / "last.pt")
     original = []
     if saved.is_file():
@@ -318,12 +308,12 @@ def resume_overrides(args: list[str]) -> list[str]:
         # the run's paths as the checkpoint recorded them, resolved, replace the overrides as typed (a relative
         # dataset.root names another folder from another directory)
         skip = given | {"hydra.run.dir"} | (set(recorded) & set(RECORDED_PATHS))
-        original = [str(o) for o in OmegaConf.load(saved) if _key(str(o)) not in skip]
-    extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={_quote(str(run_dir))}"]
+        original = [str(o) for o in OmegaConf.load(saved) if override_key(str(o)) not in skip]
+    extra = [] if "hydra.run.dir" in given else [f"hydra.run.dir={quote(str(run_dir))}"]
     # what a preset chose when the run started (trainer.path, the loss reduction ...): presets' values can
     # change between versions, and a run's trajectory must not
-    named = given | {_key(o) for o in original}
-    extra += [f"{key}={_quote(value)}" for key, value in recorded.items() if key not in named]
+    named = given | {override_key(o) for o in original}
+    extra += [f"{key}={quote(value)}" for key, value in recorded.items() if key not in named]
     # Hydra would rewrite the run's .hydra/overrides.yaml, which is the record this resume reads: keep it
     return original + args + extra + ["hydra.output_subdir=null"]
 
@@ -350,20 +340,39 @@ def evaluate(
     for p in paths:
         if not Path(p).exists():
             _fail(EXIT_ERROR, f"checkpoint {p} does not exist: give a .pt file or a run directory holding last.pt")
-    overrides = [f"checkpoint={_quote(paths[0])}"] + ([f"checkpoint_b={_quote(paths[1])}"] if len(paths) > 1 else [])
+    overrides = [f"checkpoint={quote(paths[0])}"] + ([f"checkpoint_b={quote(paths[1])}"] if len(paths) > 1 else [])
     run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args + process_overrides(multirun))
 
 
 @app.command()
-def sweep(sweep_dir: Annotated[Path, typer.Argument(help="A `reptile train -m` sweep directory.")]):
-    """Report a sweep: every job's overrides and final validation metric with its 95% CI, ranked by the
-    validation metric (never test numbers), failed and stopped jobs with their state, seed groups as mean ±
-    std; writes sweep.csv and val_curves.png into SWEEP_DIR."""
+def sweep(
+    sweep_dir: Annotated[Path, typer.Argument(help="A `reptile train -m` sweep directory.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Run the sweep again into its directory: completed jobs "
+                                                          "are kept, stopped or died ones resume, the rest start."
+                                         )] = False,
+):
+    """Report a sweep: every job of its grid with its state (not started, running with its iteration, stopped,
+    died, failed, completed), overrides and final validation metric with its 95% CI, ranked by the validation
+    metric (never test numbers), seed groups as mean ± std; writes sweep.csv and val_curves.png into SWEEP_DIR.
+    With --resume, first run the jobs that did not complete."""
+    from reptile_cli import locks
     from reptile_cli.jobs import write_sweep_report
-    from reptile_cli.report import find_jobs
+    from reptile_cli.report import find_jobs, sweep_command
 
+    if resume:
+        import subprocess
+
+        args = _data_call(sweep_command, sweep_dir)
+        code = subprocess.call([sys.executable, "-m", "reptile_cli", "train", *args])
+        raise typer.Exit(code)
     jobs = _data_call(find_jobs, sweep_dir)
     _data_call(write_sweep_report, sweep_dir, jobs)
+    left = [j for j in jobs if j.state != "completed"]
+    if left and locks.is_held(sweep_dir):
+        typer.echo(f"the sweep is running ({len(left)} of {len(jobs)} jobs not completed yet)")
+    elif left:
+        typer.echo(f"{len(left)} of {len(jobs)} jobs did not complete; run them (completed jobs are kept, "
+                   f"stopped ones resume): reptile sweep --resume {quote(str(sweep_dir))}")
 
 
 @app.command()
@@ -396,6 +405,11 @@ def _data_call(fn, *args, **kwargs):
         _fail(err.exit_code, str(err))
     except KeyboardInterrupt:
         _fail(3, "interrupted; nothing half-written was kept, run the command again")
+    except OSError as err:  # a read-only or full data root, a path that cannot be created ...
+        if _trace:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        _fail(EXIT_ERROR, f"cannot write{where}: {err.strerror or err} (check --root and the paths given)")
 
 
 def _root(root: Path | None) -> Path:
@@ -489,6 +503,9 @@ def main() -> None:
     """
     from reptile_cli.distributed import world_size_from_env
 
+    # a log line that cannot be written (a full disk) must not print a traceback: the write errors that matter
+    # are reported by the code that writes
+    logging.raiseExceptions = False
     if world_size_from_env() <= 1:
         app()
         return

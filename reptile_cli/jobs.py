@@ -8,6 +8,7 @@ exits with the error's code. Inside a multirun a job never ends the process: it 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ from reptile_cli.distributed import init_from_env, shutdown, world_size_from_env
 from reptile_cli.errors import ConfigError, DataError, ReptileError
 from reptile_cli.evaluate import Evaluator, large_batch_notes, summarize, write_eval_json
 from reptile_cli.models import build_model, check_input, place, replace_head
-from reptile_cli.rundir import write_json, write_state
+from reptile_cli.rundir import read_state, record_failure, remove_stale_temporaries, write_json
 
 log = logging.getLogger("reptile")
 
@@ -82,7 +83,7 @@ def _guard(job, cfg: DictConfig):
         stopped = isinstance(err, ReptileError) and err.exit_code == 3
         if not stopped and not isinstance(err, KeyboardInterrupt):
             text = str(err) if isinstance(err, ReptileError) else f"{type(err).__name__}: {err}"
-            write_state(run_dir, "failed", message=text)
+            record_failure(run_dir, message=text)
         log.error("job %s %s: %s", HydraConfig.get().job.num, "stopped" if stopped else "failed", err)
         if getattr(err, "by_signal", False) or isinstance(err, KeyboardInterrupt):
             # Ctrl-C / SIGTERM ends the whole sweep: jobs not started yet are not run
@@ -123,17 +124,10 @@ def configure_threads(requested: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete the temporary files (``.NAME.*.tmp``) that a killed writer left in ``run_dir``; called by the one
-    process that holds the directory's lock, so no live writer owns them."""
-    for tmp in Path(run_dir).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def command_line_keys() -> set[str]:
     """The config keys this job's command line set (Hydra's task overrides, a sweep's swept values included);
     the values presets and defaults give are theirs to keep consistent (tests/test_audit.py)."""
-    from reptile_cli.report import override_key
+    from reptile_cli.overrides import override_key
 
     return {override_key(o) for o in HydraConfig.get().overrides.task if not override_key(o).startswith("hydra.")}
 
@@ -150,7 +144,7 @@ def failed_before_start(run_dir: Path, err: ReptileError, existing: bool) -> Non
     if existing:
         return
     if _in_multirun() or not NEW_RUN_DIR:
-        write_state(run_dir, "failed", message=str(err))
+        record_failure(run_dir, message=str(err))
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -169,6 +163,10 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
         if main:  # one writer per run directory (the CLI may hold it already: then this is a second hold)
             hold = locks.lock_dir(run_dir)
             remove_stale_temporaries(run_dir)
+        if _in_multirun() and main:
+            done = earlier_job(cfg, run_dir)
+            if done is not None:
+                return done
         existing = (run_dir / "last.pt").is_file()  # a resume: its state.json belongs to the run until it starts
         try:
             trainer = Trainer(cfg, run_dir, dist, given=command_line_keys())
@@ -196,7 +194,7 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
             summary = trainer.run()
         except ReptileError as err:
             if err.exit_code != 3 and (trainer.started or not existing):
-                write_state(run_dir, "failed", iteration=trainer.iteration, message=str(err))
+                record_failure(run_dir, iteration=trainer.iteration, message=str(err))
             raise
     finally:
         shutdown()
@@ -430,6 +428,31 @@ def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
         if hold is not None:
             hold.release()
         shutdown()
+
+
+def earlier_job(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """A sweep run again into its own directory (``reptile sweep --resume``, or ``reptile train -m ...
+    hydra.sweep.dir=SWEEP``) runs only what did not complete: a job that completed before is kept (its final
+    validation is returned, nothing is written); one that stopped or died resumes from its ``last.pt``.
+
+    Raises:
+        ConfigError: the job's directory holds a run with other settings (another grid in the same directory).
+    """
+    from reptile_cli.trainer import config_differences, with_defaults
+
+    state = read_state(run_dir)
+    if state.get("state") == "completed" and (run_dir / "config.yaml").is_file():
+        saved = with_defaults(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+        differ = config_differences(saved, to_plain(cfg))
+        if differ:
+            raise ConfigError(f"{run_dir} holds a completed run with other settings ({'; '.join(differ[:3])}): "
+                              f"a sweep resumed into its directory must have the same grid")
+        log.info("job %s completed earlier (iteration %s): kept as it is", run_dir.name, state.get("iteration"))
+        earlier = run_dir / "eval.json"
+        return json.loads(earlier.read_text()) if earlier.is_file() else {}
+    if (run_dir / "last.pt").is_file() and not cfg.trainer.resume:
+        cfg.trainer.resume = str(run_dir)  # stopped or died: continue it (resume_from checks the settings)
+    return None
 
 
 def remove_stub(out_dir: Path) -> None:

@@ -1,8 +1,11 @@
 """Reports over finished runs: ``reptile sweep SWEEP_DIR`` (a table and CSV of every job of a Hydra multirun,
 ranked by its validation metric) and the data behind ``reptile plot``.
 
-A job is a directory holding ``.hydra/overrides.yaml`` (Hydra writes one per job, whatever the launcher).
-Its numbers come from the files the trainer writes: ``state.json`` (running, completed, stopped, failed),
+A job is a directory holding ``.hydra/overrides.yaml`` (Hydra writes one per job, whatever the launcher);
+the sweep's grid (``multirun.yaml``: its task overrides, expanded as Hydra's basic sweeper does) also names the
+jobs that have not started. Its numbers come from the files the trainer writes: ``state.json`` (running,
+completed, stopped, failed; ``died`` when a run claiming to be running has no live process, see
+:func:`reptile_cli.rundir.read_state`),
 ``eval.json`` (the final validation: mean and 95% CI over validation tasks) and ``metrics.jsonl`` (curves).
 Jobs are ranked by the validation metric only: test numbers are never used to choose between runs
 (REFERENCE.md: selecting on test classes is a leak). Jobs whose overrides differ only by ``seed`` form a
@@ -16,6 +19,7 @@ import io
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from omegaconf import OmegaConf
 
 from reptile_cli.checkpoint import atomic_write_text
 from reptile_cli.errors import ReptileError
+from reptile_cli.overrides import override_key, quote
 from reptile_cli.rundir import MetricsLog, read_state
 
 HIGHER_IS_BETTER = {"acc": True, "mse": False}
@@ -55,11 +60,6 @@ class Job:
         return self.state == "completed" and self.mean is not None and math.isfinite(self.mean)
 
 
-def override_key(override: str) -> str:
-    """The key of a Hydra override: ``+trainer.inner_lr=0.1`` -> ``trainer.inner_lr``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def split_curve(curve: list[tuple]) -> tuple[list[tuple], list[tuple]]:
     """(periodic points, other points): the periodic validations all use ``trainer.val_tasks`` tasks; a final
     validation on another number of tasks (``eval.val_episodes``) is a separate estimate, not a curve point."""
@@ -70,7 +70,8 @@ def split_curve(curve: list[tuple]) -> tuple[list[tuple], list[tuple]]:
 
 
 def load_job(path: Path) -> Job:
-    """Read one job directory (see the module docstring); missing files leave fields empty."""
+    """Read one job directory (see the module docstring); missing files leave fields empty. The iteration is
+    the latest the job recorded (its state, written at each checkpoint, or its last metrics line)."""
     overrides = [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
     state = read_state(path)
     job = Job(path, overrides, state.get("state", "not started"), state.get("message") or state.get("reason", ""),
@@ -83,6 +84,8 @@ def load_job(path: Path) -> Job:
     for record in MetricsLog(path / "metrics.jsonl").read():
         if "time/elapsed_s" in record:
             job.elapsed_s = record["time/elapsed_s"]
+        if isinstance(record.get("iteration"), int):
+            job.iteration = max(job.iteration or 0, record["iteration"])
         for metric in HIGHER_IS_BETTER:
             if f"val/{metric}" in record:
                 job.metric = job.metric or metric
@@ -111,10 +114,61 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
                            f"`reptile train -m` sweep")
     dirs = sorted({p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")},
                   key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, str(p)))
-    if not dirs:
+    grid = sweep_grid(sweep_dir)
+    if not dirs and not grid:
         raise ReptileError(f"{sweep_dir} holds no Hydra job (no */.hydra/overrides.yaml): give the directory of a "
                            f"`reptile train -m` sweep")
-    return [load_job(d) for d in dirs]
+    jobs = [load_job(d) for d in dirs]
+    if grid:
+        started = {d.name for d in dirs}
+        jobs += [Job(sweep_dir / str(i), combo, "not started") for i, combo in enumerate(grid)
+                 if str(i) not in started]
+        jobs.sort(key=lambda j: (int(j.name) if j.name.isdigit() else math.inf, j.name))
+    return jobs
+
+
+def sweep_grid(sweep_dir: Path) -> list[list[str]] | None:
+    """Every job of a sweep in Hydra's job order (job ``n`` runs in ``SWEEP_DIR/n``): the task overrides that
+    ``multirun.yaml`` records, with their comma-separated values expanded as Hydra's basic sweeper does (the
+    cartesian product). None for other sweepers (Optuna draws its trials as it goes) or a record without
+    overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        record = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
+    except (OSError, ValueError):
+        return None
+    target = str(OmegaConf.select(record, "hydra.sweeper._target_", default="") or "")
+    task = OmegaConf.select(record, "hydra.overrides.task", default=None)
+    if task is None or (target and not target.endswith("BasicSweeper")):
+        return None
+    params = OmegaConf.select(record, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+    try:
+        return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)[0]
+    except HydraException:  # a record edited by hand: report the jobs that have directories
+        return None
+
+
+def sweep_command(sweep_dir: Path) -> list[str]:
+    """The ``reptile train -m`` arguments that run the sweep again into its own directory (job ``n`` in
+    ``SWEEP_DIR/n`` again), from its ``multirun.yaml``: the task overrides and the Hydra ones (launcher ...).
+
+    Raises:
+        ReptileError: no ``multirun.yaml`` with its overrides.
+    """
+    sweep_dir = Path(sweep_dir)
+    try:
+        record = OmegaConf.load(sweep_dir / "multirun.yaml")
+        task = [str(o) for o in OmegaConf.select(record, "hydra.overrides.task")]
+        hydra = [str(o) for o in OmegaConf.select(record, "hydra.overrides.hydra", default=[])]
+    except (OSError, ValueError, TypeError):
+        raise ReptileError(f"{sweep_dir} has no multirun.yaml with the sweep's overrides: give the directory of a "
+                           f"`reptile train -m` sweep") from None
+    hydra = [o for o in hydra if override_key(o) not in ("hydra.sweep.dir", "hydra.mode")]
+    return ["-m", *task, *hydra, f"hydra.sweep.dir={quote(str(sweep_dir.resolve()))}"]
 
 
 def varying_keys(jobs: list[Job]) -> list[str]:
@@ -215,7 +269,8 @@ def sweep_tables(jobs: list[Job]) -> list:
     keys = varying_keys(jobs)
     metric = next((j.metric for j in jobs if j.metric), None)
     name = {"acc": "val accuracy", "mse": "val MSE"}.get(metric, "validation")
-    table = Table(title=f"{len(jobs)} jobs, ranked by {name} (never by test numbers)",
+    counts = ", ".join(f"{n} {state}" for state, n in Counter(j.state for j in jobs).most_common())
+    table = Table(title=f"{len(jobs)} jobs ({counts}), ranked by {name} (never by test numbers)",
                   caption="± is the 95% CI over validation tasks: 1.96 x sample std / sqrt(tasks)")
     short = [k.rsplit(".", 1)[-1] for k in keys]
     for col in ("rank", "job", "state", *(short if len(set(short)) == len(short) else keys)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import platform
@@ -19,8 +20,9 @@ from typing import Any
 
 import torch
 
-from reptile_cli import __version__
+from reptile_cli import __version__, locks
 from reptile_cli.checkpoint import atomic_write_text
+from reptile_cli.errors import ReptileError
 
 PACKAGES = ("torch", "hydra-core", "omegaconf", "typer", "rich", "h5py", "pillow", "numpy")
 
@@ -48,9 +50,53 @@ def write_state(run_dir: Path, state: str, **info: Any) -> None:
     write_json(run_dir / "state.json", {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
 
 
+def record_failure(run_dir: Path, **info: Any) -> None:
+    """``write_state(failed)`` where it can be written: on a full or read-only disk the original error matters
+    more than its record, so a failure to record it is only logged."""
+    try:
+        write_state(run_dir, "failed", **info)
+    except ReptileError as err:
+        logging.getLogger("reptile").warning("the run's state could not be recorded: %s", err)
+
+
+DIED = ("the process ended without recording a state (killed, out of memory, or its machine stopped); "
+        "its last.pt is the last good checkpoint: resume with reptile train trainer.resume=")
+
+
 def read_state(run_dir: Path) -> dict:
+    """The run's ``state.json``, with a run that claims to be running checked against its lock
+    (:mod:`reptile_cli.locks`): when no live process holds the run directory, its writer died, and the record
+    becomes ``died`` (written back, and the dead writer's temporary files removed, by taking the lock for a
+    moment). ``{}`` without a state file."""
     path = Path(run_dir) / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        state = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    if state.get("state") != "running" or locks.is_held(run_dir) is not False:
+        return state
+    try:
+        hold = locks.FileLock(Path(run_dir) / locks.LOCK_NAME, f"run directory {run_dir}").acquire(retry_s=0)
+    except ReptileError:  # a process took it a moment ago: alive after all
+        return state
+    try:
+        state = {**state, "state": "died", "message": DIED + str(Path(run_dir)),
+                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            write_json(path, state)
+            remove_stale_temporaries(run_dir)
+        except (ReptileError, OSError):
+            pass  # a read-only copy of the run: report it as died without recording it
+    finally:
+        hold.release()
+    return state
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files (``.NAME.*.tmp``) that a killed writer left in ``run_dir``; call it holding
+    the directory's lock, so that no live writer owns them."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def git_commit() -> dict:
@@ -110,10 +156,18 @@ class MetricsLog:
         self.path, self.enabled = path, enabled
 
     def append(self, record: dict) -> None:
+        """Append one line.
+
+        Raises:
+            ReptileError: the file cannot be written (no space, read-only, quota); the lines before stay.
+        """
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise ReptileError(f"cannot write {self.path}: {err.strerror or err}") from None
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
