@@ -8,6 +8,7 @@ Errors become one line on stderr and an exit code (``reptile_cli.errors``); ``--
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -373,6 +374,108 @@ def sweep(
     elif left:
         typer.echo(f"{len(left)} of {len(jobs)} jobs did not complete; run them (completed jobs are kept, "
                    f"stopped ones resume): reptile sweep --resume {quote(str(sweep_dir))}")
+
+
+@app.command()
+def runs(
+    folders: Annotated[list[Path], typer.Argument(help="Folders holding runs (any depth): runs/, multirun/ ...")],
+    sort: Annotated[str, typer.Option(help="name, val, test, iteration, time or state.")] = "name",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON, for scripts.")] = False,
+    group_by: Annotated[str | None, typer.Option(help="Group runs that differ only by this override (seed): "
+                                                      "mean and std of their metrics.")] = None,
+):
+    """A table of the runs under FOLDERS: name, dataset, the overrides that differ, iteration, state (running,
+    completed, stopped, died, failed), final validation and latest test metric with 95% CIs, training time."""
+    from rich.console import Console
+
+    from reptile_cli.report import find_runs, group_rows, groups_table, run_rows, runs_table, sort_rows
+
+    rows = _data_call(lambda: sort_rows(run_rows(find_runs(folders), folders), sort))
+    groups = group_rows(rows, group_by) if group_by else None
+    if as_json:
+        from reptile_cli.rundir import json_text
+
+        typer.echo(json_text({"runs": rows, **({"groups": groups} if groups is not None else {})}), nl=False)
+        return
+    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console.print(runs_table(rows))
+    if groups is not None:
+        console.print(groups_table(groups, group_by))
+
+
+@app.command(context_settings=PASS_THROUGH)
+def reproduce(
+    ctx: typer.Context,
+    cell: Annotated[str | None, typer.Argument(help="A cell of the paper's table, named as its preset.")] = None,
+    list_cells: Annotated[bool, typer.Option("--list", help="Show every cell, its state and expected cost.")] = False,
+    readme: Annotated[bool, typer.Option("--readme", help="Write the records of cells not run and the README's "
+                                                          "table from the records.")] = False,
+    runs: Annotated[Path, typer.Option(help="Where the training runs are (RUNS/<preset>-seed<S>).")]
+    = Path("runs/reproduce"),
+    records: Annotated[Path | None, typer.Option(help="Where the records go (default: reproduce/ of the "
+                                                      "checkout).")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    episodes: Annotated[int, typer.Option(help="Test tasks per evaluation (the paper: 10,000).")] = 10_000,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: automatic).")] = 0,
+):
+    """Reproduce one cell of the paper's table: train (resumable: run it again after a stop), evaluate on
+    10,000 test tasks in both protocols, write reproduce/<cell>/. Extra arguments are train overrides such as
+    dataset.root=PATH or trainer.max_time=SECONDS (other overrides mark the record as not the paper's setting)."""
+    from reptile_cli import reproduce as rep
+
+    records = records or rep.default_records()
+    if list_cells:
+        _data_call(_list_cells, runs, records, seed)
+        return
+    if readme:
+        _data_call(_write_readme, records)
+        return
+    if cell is None:
+        _fail(EXIT_USAGE, "give a cell (reptile reproduce --list shows them), or --list / --readme")
+    folder = _data_call(rep.reproduce, cell, runs, records, seed, list(ctx.args), episodes, threads)
+    record = json.loads((folder / "record.json").read_text())
+    for p in ("non_transductive", "transductive"):
+        m = record["measured"][p]
+        typer.echo(f"{cell} {p.replace('_', '-')}: {m['mean']:.2f} ± {m['ci95']:.2f} "
+                   f"(paper {record['paper'][p]:.2f}: {record['verdict'][p]})")
+    typer.echo(f"record: {folder}")
+
+
+def _list_cells(runs: Path, records: Path, seed: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from reptile_cli import reproduce as rep
+
+    table = Table(title="cells of the paper's table (reptile reproduce CELL)")
+    for col in ("cell", "training", "paper (+T)", "state", "measured (+T)", "expected on CPU", "on GPU"):
+        table.add_column(col)
+    docs = rep.load_records(records)
+    for c in rep.CELLS:
+        doc = docs[c.name]
+        measured = "-"
+        if doc["state"] == "done":
+            m = doc["measured"]
+            measured = f"{m['non_transductive']['mean']:.2f} / {m['transductive']['mean']:.2f}"
+        cost = rep.expected_cost(c, records)
+        table.add_row(c.name, c.train, f"{c.paper[0]:.2f} / {c.paper[1]:.2f}",
+                      rep.cell_state(c, runs, records, seed), measured, cost["cpu"], cost["gpu"])
+    Console(width=200).print(table)
+
+
+def _write_readme(records: Path) -> None:
+    from reptile_cli import reproduce as rep
+    from reptile_cli.config import config_dir
+    from reptile_cli.rundir import write_json
+
+    for c in rep.CELLS:
+        path = records / c.name / "record.json"
+        if not path.is_file() or json.loads(path.read_text()).get("state") != "done":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, {**rep.not_run_record(c), "expected_cost": rep.expected_cost(c, records)})
+    readme = config_dir().parent / "README.md"
+    changed = rep.update_readme(readme, records)
+    typer.echo(f"{readme}: {'table updated' if changed else 'table already up to date'}")
 
 
 @app.command()

@@ -176,6 +176,40 @@ class EvalConfig:
     save_episodes: str | None = None  # write the drawn episodes to this file (the format episodes_file reads)
 
 
+# ----------------------------------------------------------------------------------------------- trackers
+@dataclass
+class TensorBoardLogger:
+    """``logger=tensorboard``: event files through torch.utils.tensorboard (reptile_cli/trackers/)."""
+
+    log_dir: str | None = None  # default RUN_DIR/tensorboard
+
+
+@dataclass
+class MLflowLogger:
+    """``logger=mlflow``."""
+
+    tracking_uri: str | None = None  # a server (http://host:5000) or store; default file store <run parent>/mlruns
+    experiment: str | None = None  # default: the run's name
+
+
+@dataclass
+class WandbLogger:
+    """``logger=wandb``."""
+
+    mode: str = "offline"  # offline (no account or network; wandb sync later), online, disabled
+    project: str = "reptile"
+    entity: str | None = None
+
+
+@dataclass
+class LoggersConfig:
+    """The trackers of a run (``logger=tensorboard``, ``logger=[tensorboard,mlflow]``); null: not used."""
+
+    tensorboard: TensorBoardLogger | None = None
+    mlflow: MLflowLogger | None = None
+    wandb: WandbLogger | None = None
+
+
 @dataclass
 class TrainCommand:
     """``reptile train``: the primary config ``conf/train.yaml``."""
@@ -192,6 +226,7 @@ class TrainCommand:
     # torch CPU threads of this process; 0: automatic (all cores for a single run; in a joblib sweep the
     # cores divided by the parallel jobs; under submitit, cpus_per_task), so parallel jobs never oversubscribe
     threads: int = 0
+    logger: LoggersConfig = field(default_factory=LoggersConfig)  # experiment trackers (conf/logger/)
 
 
 # ----------------------------------------------------------------------------------------------- eval

@@ -169,7 +169,8 @@ def train_job(cfg: DictConfig, run_dir: Path) -> dict:
                 return done
         existing = (run_dir / "last.pt").is_file()  # a resume: its state.json belongs to the run until it starts
         try:
-            trainer = Trainer(cfg, run_dir, dist, given=command_line_keys())
+            group = f"{cfg.name}/{run_dir.parent.name}" if _in_multirun() else None  # a sweep: its jobs' group
+            trainer = Trainer(cfg, run_dir, dist, given=command_line_keys(), group=group)
         except ReptileError as err:
             if main:
                 failed_before_start(run_dir, err, existing)

@@ -50,6 +50,9 @@ class Job:
     # validation points (iteration, mean, ci95, tasks): periodic ones (trainer.val_tasks) and the final one
     # (eval.val_episodes), which may use more tasks
     curve: list[tuple[int, float, float | None, int | None]] = field(default_factory=list)
+    dataset: str | None = None
+    # the latest test evaluation of its checkpoint (reptile eval / reptile reproduce): its eval.json
+    test: dict | None = None
 
     @property
     def name(self) -> str:
@@ -72,7 +75,8 @@ def split_curve(curve: list[tuple]) -> tuple[list[tuple], list[tuple]]:
 def load_job(path: Path) -> Job:
     """Read one job directory (see the module docstring); missing files leave fields empty. The iteration is
     the latest the job recorded (its state, written at each checkpoint, or its last metrics line)."""
-    overrides = [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
+    record = path / ".hydra" / "overrides.yaml"  # a run written without Hydra's record has none
+    overrides = [str(o) for o in OmegaConf.load(record)] if record.is_file() else []
     state = read_state(path)
     job = Job(path, overrides, state.get("state", "not started"), state.get("message") or state.get("reason", ""),
               state.get("iteration"))
@@ -81,6 +85,9 @@ def load_job(path: Path) -> Job:
         ev = json.loads(eval_file.read_text())
         if ev.get("split") == "val":
             job.metric, job.mean, job.ci95, job.episodes = ev["metric"], ev["mean"], ev["ci95"], ev["episodes"]
+    if (path / "config.yaml").is_file():
+        job.dataset = (OmegaConf.load(path / "config.yaml").get("dataset") or {}).get("name")
+    job.test = latest_test(path)
     for record in MetricsLog(path / "metrics.jsonl").read():
         if "time/elapsed_s" in record:
             job.elapsed_s = record["time/elapsed_s"]
@@ -92,6 +99,44 @@ def load_job(path: Path) -> Job:
                 job.curve.append((record["iteration"], record[f"val/{metric}"], record.get(f"val/{metric}_ci95"),
                                   record.get("val/episodes")))
     return job
+
+
+def latest_test(run_dir: Path) -> dict | None:
+    """The newest ``eval.json`` of the test split written for this run's checkpoints (``reptile eval`` under
+    ``RUN/eval/*/``, ``reptile reproduce`` under ``RUN/reproduce/``), or None."""
+    found = []
+    for path in [*Path(run_dir).glob("eval/*/eval.json"), *Path(run_dir).glob("reproduce/*.json")]:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("split") == "test" and "mean" in doc:
+            found.append((path.stat().st_mtime, doc))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def find_runs(folders: list[Path]) -> list[Job]:
+    """Every training run under ``folders`` (any depth: a run directory holds ``state.json``, ``config.yaml``
+    or ``last.pt``), single runs and sweep jobs alike, sorted by path. Evaluation directories are not runs.
+
+    Raises:
+        ReptileError: a folder does not exist, or none holds a run.
+    """
+    runs: dict[Path, None] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.exists():
+            raise ReptileError(f"{folder} does not exist: give folders holding runs (runs/, multirun/ ...)")
+        candidates = [folder] + sorted(p for p in folder.rglob("*") if p.is_dir())
+        for d in candidates:
+            if d.name in ("eval", ".hydra", "tensorboard", "wandb", "mlruns", "reproduce") or d.parent.name == "eval":
+                continue
+            if any((d / f).is_file() for f in ("state.json", "last.pt")) and (d / "config.yaml").is_file():
+                runs[d.resolve()] = None
+    if not runs:
+        raise ReptileError(f"no runs under {', '.join(map(str, folders))} (a run directory holds state.json and "
+                           f"config.yaml, as reptile train writes them)")
+    return [load_job(d) for d in sorted(runs)]
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
@@ -295,3 +340,107 @@ def sweep_tables(jobs: list[Job]) -> list:
                             ",".join(j.name for j in g.jobs))
         tables.append(g_table)
     return tables
+
+
+RUN_SORTS = ("name", "val", "test", "iteration", "time", "state")
+
+
+def run_rows(jobs: list[Job], roots: list[Path]) -> list[dict]:
+    """One plain dict per run for ``reptile runs``: its name (path under the folder given), dataset, the
+    overrides that differ between the runs, iteration, state, final validation and latest test evaluation (mean
+    and 95% CI, raw units; the test's other protocol too), training seconds."""
+    keys = varying_keys(jobs)
+    rows = []
+    for job in jobs:
+        name = str(job.path)
+        for root in roots:
+            try:
+                name = str(job.path.relative_to(Path(root).resolve())) or Path(root).name
+                break
+            except ValueError:
+                continue
+        test = job.test or {}
+        other = "transductive" if test.get("protocol") == "non_transductive" else "non_transductive"
+        rows.append({"name": name, "path": str(job.path), "dataset": job.dataset,
+                     "overrides": {k: override_value(job, k) for k in keys}, "iteration": job.iteration,
+                     "state": job.state, "metric": job.metric or test.get("metric"),
+                     "val": {"mean": job.mean, "ci95": job.ci95, "episodes": job.episodes} if job.mean is not None
+                     else None,
+                     "test": {"mean": test["mean"], "ci95": test.get("ci95"), "episodes": test.get("episodes"),
+                              "protocol": test.get("protocol"), other: test.get(other)} if test else None,
+                     "train_seconds": job.elapsed_s, "message": job.message})
+    return rows
+
+
+def sort_rows(rows: list[dict], by: str) -> list[dict]:
+    """Rows sorted by ``by`` (:data:`RUN_SORTS`): metrics best first (accuracy down, MSE up), runs without
+    the value last; name, iteration, time, state ascending.
+
+    Raises:
+        ReptileError: an unknown column.
+    """
+    if by not in RUN_SORTS:
+        raise ReptileError(f"--sort {by}: choose one of {', '.join(RUN_SORTS)}")
+    if by in ("val", "test"):
+        def key(r):
+            entry = r[by]
+            if not entry or entry["mean"] is None:
+                return (1, 0.0)
+            return (0, -entry["mean"] if HIGHER_IS_BETTER.get(r["metric"], True) else entry["mean"])
+        return sorted(rows, key=key)
+    field_of = {"time": "train_seconds"}.get(by, by)
+    return sorted(rows, key=lambda r: (r[field_of] is None, r[field_of] if r[field_of] is not None else 0))
+
+
+def group_rows(rows: list[dict], by: str) -> list[dict]:
+    """Rows that differ only by ``by`` (e.g. ``seed``) grouped: count, mean and sample std of their final
+    validation and test means (nan for fewer than 2 values)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        settings = tuple(sorted((k, v) for k, v in r["overrides"].items() if k != by))
+        groups.setdefault((r["dataset"], settings), []).append(r)
+    out = []
+    for (dataset, settings), members in groups.items():
+        entry = {"dataset": dataset, "settings": dict(settings), "runs": [m["name"] for m in members],
+                 by: [m["overrides"].get(by) for m in members], "metric": members[0]["metric"]}
+        for part in ("val", "test"):
+            values = [m[part]["mean"] for m in members if m[part] and m[part]["mean"] is not None]
+            entry[part] = {"n": len(values), "mean": statistics.fmean(values) if values else math.nan,
+                           "std": statistics.stdev(values) if len(values) > 1 else math.nan}
+        out.append(entry)
+    return out
+
+
+def runs_table(rows: list[dict]):
+    """A rich table of :func:`run_rows`."""
+    from rich.table import Table
+
+    keys = list(rows[0]["overrides"]) if rows else []
+    table = Table(title=f"{len(rows)} runs", caption="± is the 95% CI over tasks; test: the latest reptile eval / "
+                                                      "reproduce of the run's checkpoint (+T: the other protocol)")
+    for col in ("run", "dataset", *keys, "iteration", "state", "val ± 95% CI", "test ± 95% CI", "+T", "time"):
+        table.add_column(col, justify="right" if col in ("iteration", "time") else "left")
+    for r in rows:
+        test = r["test"] or {}
+        other = test.get("transductive") or test.get("non_transductive") or {}
+        table.add_row(r["name"], r["dataset"] or "-", *(r["overrides"][k] for k in keys),
+                      "" if r["iteration"] is None else str(r["iteration"]), r["state"],
+                      fmt(r["metric"], *(r["val"]["mean"], r["val"]["ci95"]) if r["val"] else (None, None)),
+                      fmt(r["metric"], test.get("mean"), test.get("ci95")),
+                      fmt(r["metric"], other.get("mean"), other.get("ci95")),
+                      "" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min")
+    return table
+
+
+def groups_table(groups: list[dict], by: str):
+    from rich.table import Table
+
+    table = Table(title=f"runs grouped over {by}: mean ± sample std of their means")
+    for col in ("dataset", "settings", by, "val mean ± std", "test mean ± std"):
+        table.add_column(col)
+    for g in groups:
+        settings = " ".join(f"{k}={v}" for k, v in g["settings"].items()) or "(same settings)"
+        table.add_row(g["dataset"] or "-", settings, ",".join(str(s) for s in g[by]),
+                      fmt(g["metric"], g["val"]["mean"], g["val"]["std"]),
+                      fmt(g["metric"], g["test"]["mean"], g["test"]["std"]))
+    return table

@@ -151,9 +151,11 @@ def reproduce(name: str, runs: Path, records: Path, seed: int = 0, overrides: li
     """
     c = cell(name)
     overrides = list(overrides) + ([f"threads={threads}"] if threads else [])
+    from reptile_cli.rundir import read_state
+
     run = run_dir(runs, c, seed)
     args = train_command(c, runs, seed, overrides)
-    code = _cli(args)
+    code = 0 if read_state(run).get("state") == "completed" else _cli(args)  # a finished training is reused
     if code == 3:
         raise ReptileError(f"the training of {name} stopped; run the same command again to resume it", 3)
     if code != 0:
@@ -338,8 +340,8 @@ def readme_table(records: dict[str, dict]) -> str:
             nt = f"{m['non_transductive']['mean']:.2f} ± {m['non_transductive']['ci95']:.2f}"
             t = f"{m['transductive']['mean']:.2f} ± {m['transductive']['ci95']:.2f}"
             tr = r["training"]
-            time_ = f"{_hours(tr['train_seconds'])} ({tr['machine'].get('name')}, {tr['machine'].get('torch_threads')}" \
-                    f" thread(s))"
+            machine = tr["machine"]
+            time_ = f"{_hours(tr['train_seconds'])} ({machine.get('name')}, {machine.get('torch_threads')} thread(s))"
             state = "recorded" + ("" if r.get("paper_settings", True) else ", NOT the paper's settings")
             rows.append(f"| `{c.name}` | {paper} | {nt} | {t} | {tr['iterations']:,} | {time_} | {state} |")
         else:

@@ -27,7 +27,8 @@ from reptile_cli.errors import ReptileError
 PACKAGES = ("torch", "hydra-core", "omegaconf", "typer", "rich", "h5py", "pillow", "numpy")
 
 
-def _json(obj: Any) -> str:
+def json_text(obj: Any) -> str:
+    """Indented JSON text of ``obj``, non-finite floats as null."""
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -42,7 +43,7 @@ def _json(obj: Any) -> str:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (non-finite floats become null)."""
-    atomic_write_text(path, _json(obj))
+    atomic_write_text(path, json_text(obj))
 
 
 def write_state(run_dir: Path, state: str, **info: Any) -> None:
@@ -152,8 +153,9 @@ class MetricsLog:
     On resume, :meth:`truncate` drops lines past the checkpoint's iteration, so iterations never repeat.
     """
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, listeners=()):
         self.path, self.enabled = path, enabled
+        self.listeners = list(listeners)  # called with each record once it is written (experiment trackers)
 
     def append(self, record: dict) -> None:
         """Append one line.
@@ -168,6 +170,8 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
         except OSError as err:
             raise ReptileError(f"cannot write {self.path}: {err.strerror or err}") from None
+        for listener in self.listeners:
+            listener(record)
 
     def read(self) -> list[dict]:
         if not self.path.is_file():

@@ -34,6 +34,7 @@ from reptile_cli.models import build_model, check_input, place
 from reptile_cli.progress import progress_bar
 from reptile_cli.reptile import get_params, inner_batches, loss_reduction, meta_step_size, sequential_meta_step
 from reptile_cli.rundir import MetricsLog, provenance, write_json, write_state
+from reptile_cli.trackers import RunInfo, Trackers
 
 log = logging.getLogger("reptile")
 
@@ -85,7 +86,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: DictConfig, run_dir: Path, dist: Distributed | None = None,
-                 given: set[str] | None = None):
+                 given: set[str] | None = None, group: str | None = None):
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.main = dist is None or dist.is_main  # only the main process writes files and logs progress
         check_trainer(cfg.trainer)
@@ -107,7 +108,10 @@ class Trainer:
         self.optimizer = InnerOptimizer(self.model, cfg.trainer)
         self.reduction = loss_reduction(cfg.trainer)
         self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast, self.reduction)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+        # experiment trackers (logger=...): fed every metrics.jsonl record; a missing package is refused here
+        self.trackers = Trackers(cfg.get("logger"), self.run_dir, enabled=self.main)
+        self.group = group
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, listeners=[self.trackers.log])
         self.iteration, self.best, self.best_iteration = 0, None, None
         # seconds of training behind the kept iterations, summed over the sessions of a resumed run
         self.seconds_before, self.session_start = 0.0, None
@@ -210,16 +214,44 @@ class Trainer:
             for note in large_batch_notes(self.cfg.trainer, self.cfg.eval, self.family):
                 log.warning(note)
             self.write_records(bool(resume))
+            self.trackers.start(lambda run_id: RunInfo(self.run_dir, str(self.cfg.name), self.run_dir.name,
+                                                       self.group, to_plain(self.cfg), run_id),
+                                history=self.metrics.read() if resume else ())
         if not resume:
             self.save("init.pt")
         self.started = True
         self.write_state("running", iteration=self.iteration)
 
     def run(self) -> dict:
-        """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation)."""
-        cfg = self.cfg
+        """Train to ``trainer.meta_iters``; returns the final validation summary (empty without validation).
+        The trackers are closed with the run's end state whatever ends it."""
         if not self.started:
             self.start()
+        try:
+            summary = self._run()
+        except Stopped:
+            self.finish_trackers("stopped", {})
+            raise
+        except BaseException:
+            self.finish_trackers("failed", {})
+            raise
+        self.finish_trackers("completed", summary)
+        return summary
+
+    def finish_trackers(self, state: str, summary: dict) -> None:
+        if not self.trackers.active:
+            return
+        images = []
+        try:
+            from reptile_cli.plots import plot_run
+
+            images.append(Path(plot_run(self.run_dir)))
+        except Exception as err:  # noqa: BLE001 - no plot is no reason to lose the trackers' end
+            log.warning("no plot for the trackers: %s", err)
+        self.trackers.finish(state, [self.run_dir / "last.pt", self.run_dir / "eval.json"], images, summary)
+
+    def _run(self) -> dict:
+        cfg = self.cfg
         has_val = "val" in self.family.splits
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
@@ -348,8 +380,9 @@ KEPT_FROM_CHECKPOINT = ("trainer.path", "trainer.loss_reduction", "trainer.adam_
 
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 # dataset.root may move: the data's content checksum must then be the same (Trainer.resume_from).
-RESUME_MAY_CHANGE = ("dataset.root", "trainer.resume", "trainer.max_time", "trainer.progress", "trainer.eval_every",
-                     "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every", "device", "eval.", "threads")
+RESUME_MAY_CHANGE = ("dataset.root", "logger", "trainer.resume", "trainer.max_time", "trainer.progress",
+                     "trainer.eval_every", "trainer.val_tasks", "trainer.checkpoint_every", "trainer.log_every",
+                     "device", "eval.", "threads")
 
 
 def with_defaults(saved: dict) -> dict:

@@ -165,7 +165,8 @@ AUDIT = [
 # Keys that cannot change what is computed by design (logging, checkpoint cadence, progress, resume, max_time,
 # name, device, threads) are listed in NOT_COMPUTATIONAL.
 NOT_COMPUTATIONAL = {"trainer.checkpoint_every", "trainer.log_every", "trainer.resume", "trainer.max_time",
-                     "trainer.progress", "name", "device", "threads", "dataset.name", "model.name", "trainer.path",
+                     "trainer.progress", "name", "device", "threads", "logger", "dataset.name", "model.name",
+                     "trainer.path",
                      "eval.path", "eval.chunk_size"}
 
 

@@ -73,7 +73,7 @@ def test_reproduce_a_cell_end_to_end_small(cli, tmp_path, small_store):
     second call reuses both; --list shows the state."""
     runs, records = tmp_path / "runs", tmp_path / "records"
     args = ["reproduce", "omniglot_5w5s", "--runs", str(runs), "--records", str(records), "--episodes", "4",
-            "dataset=omniglot_small", f"dataset.root={small_store}", "trainer.meta_iters=3"]
+            "dataset=omniglot_small", f"dataset.root={small_store}", "trainer.meta_iters=3", "eval.val_episodes=2"]
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads((records / "omniglot_5w5s" / "record.json").read_text())
