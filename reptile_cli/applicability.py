@@ -24,6 +24,9 @@ from reptile_cli.errors import ConfigError
 CONV_KEYS = ("in_channels", "image_size", "filters", "stride", "max_pool", "bn_eps")
 MLP_KEYS = ("hidden", "activation", "in_features", "out_features")
 ADAM_KEYS = ("adam_beta1", "adam_beta2", "adam_eps", "adam_eps_convention")
+POLICY_KEYS = ("distribution", "init_log_std")
+# a model that cannot serve the task family at all: refused however it was chosen (a preset, model=...)
+ALWAYS = {"model.name", "model.distribution"}
 
 
 # the schemas' values: a key that does not apply must keep its own
@@ -51,14 +54,14 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
             out.append((f"{section}.{key}", f"{section}.{key}={_show(value)} does not apply: {why}; remove it "
                                             f"(or set it back to {_show(default)})"))
 
-    regression = family.kind != "classification"
+    regression, rl = family.kind == "regression", family.kind == "rl"
     if d["name"] == "sine":
         sd = DEFAULTS["sine"]
         inert("dataset", "root", d.get("root"), None, "sine tasks are generated, no data is read")
         inert("dataset", "split", d.get("split"), sd["split"], "sine's val and test are random streams")
         inert("dataset", "split_seed", d.get("split_seed"), sd["split_seed"], "sine has no class split to seed")
         inert("dataset", "val_characters", d.get("val_characters"), sd["val_characters"], "sine has no characters")
-    else:
+    elif "split_fractions" in d:  # an image dataset
         idf = DEFAULTS["image"]
         reptile_split = d["name"] == "omniglot" and d["split"] == "reptile"
         if not reptile_split:
@@ -76,16 +79,30 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
                   "the Vinyals split lists its rotated classes itself")
 
     md = DEFAULTS["model"]
+    if m["name"] != "policy":
+        for key in POLICY_KEYS:
+            inert("model", key, m.get(key), md[key], "it is a setting of model.name=policy (RL)")
+    if rl and m["name"] != "policy":
+        out.append(("model.name", f"model.name={m['name']} is not a policy: RL task families need model.name=policy "
+                                  f"(model=policy_{d['name']})"))
+    if rl and m["name"] == "policy" and m.get("distribution") != family.distribution:
+        out.append(("model.distribution", f"model.distribution={m.get('distribution')} does not apply to "
+                                          f"{d['name']}: its actions need model.distribution={family.distribution}"))
+    if m["name"] == "policy":
+        for key in CONV_KEYS:
+            inert("model", key, m.get(key), md[key], "it is a setting of model.name=conv4, this model is a policy")
+        if not rl:
+            out.append(("model.name", "model.name=policy is for RL task families (dataset=nav2d, cartpole)"))
     if m["name"] == "conv4":
         for key in MLP_KEYS:
             inert("model", key, m.get(key), md[key], "it is a setting of model.name=mlp, this model is conv4")
-        if regression:
+        if regression or rl:
             out.append(("model.name", "model.name=conv4 classifies images; a regression task family (sine) needs "
-                                      "model=mlp_sine"))
+                                      "model=mlp_sine, an RL one model.name=policy"))
     elif m["name"] == "mlp":
         for key in CONV_KEYS:
             inert("model", key, m.get(key), md[key], "it is a setting of model.name=conv4, this model is an MLP")
-        if not regression:
+        if not regression and not rl:
             out.append(("model.name", "model.name=mlp takes vectors, not images: use model=conv4_omniglot or "
                                       "model=conv4_miniimagenet"))
 
@@ -98,6 +115,19 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
                                                f"set episode.query_shots={points}"))
         inert("eval", "transductive", e.get("transductive"), False,
               "the MLP has no batch norm, so both protocols compute the same thing")
+    elif rl:
+        why = "an RL task is an environment, not N-way K-shot episodes"
+        for key, default in (("ways", 5), ("shots", 1), ("query_shots", 1), ("train_shots", 10)):
+            inert("episode", key, ep[key], default, why)
+        inert("eval", "transductive", e.get("transductive"), False, "a policy has no batch norm to share")
+        inert("eval", "chunk_size", e.get("chunk_size"), DEFAULTS["eval"]["chunk_size"],
+              "RL tasks are evaluated one at a time (their episodes are collected step after step)")
+        inert("eval", "path", e.get("path"), DEFAULTS["eval"]["path"],
+              "RL tasks are evaluated one at a time (their episodes are collected step after step)")
+        inert("trainer", "loss_reduction", t["loss_reduction"], "mean",
+              "the policy-gradient surrogate averages over the episodes' steps")
+        inert("trainer", "inner_batch_size", t["inner_batch_size"], DEFAULTS["trainer"]["inner_batch_size"],
+              "an RL inner step uses dataset.rollouts episodes, not a minibatch")
     elif ep["ways"] < 2:
         out.append(("episode.ways", f"episode.ways={ep['ways']}: a 1-way task is solved without learning anything "
                                     f"(loss 0, accuracy 100%); use 2 or more"))
@@ -112,6 +142,11 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
         inert("eval", "chunk_size", e.get("chunk_size"), ed["chunk_size"],
               "the sequential evaluation adapts one task at a time")
 
+    if command == "eval":  # reported only when typed (check_applicable's given)
+        out.append(("episode.train_shots", f"episode.train_shots={ep['train_shots']} does not apply to reptile eval: "
+                                           f"it sizes training tasks, and evaluation draws none; remove it"))
+        out.append(("eval.val_episodes", f"eval.val_episodes={e.get('val_episodes')} does not apply to reptile eval: "
+                                         f"it sizes training's final validation; use eval.episodes (and eval.split)"))
     if command == "train":
         if not t["eval_every"]:
             inert("trainer", "val_tasks", t["val_tasks"], td["val_tasks"],
@@ -139,7 +174,7 @@ def check_applicable(cfg, family, command: str = "train", given: Iterable[str] |
     """
     given = None if given is None else set(given)
     for key, message in inapplicable(cfg, family, command):
-        if given is None or key in given:
+        if given is None or key in given or key in ALWAYS:
             raise ConfigError(message)
 
 

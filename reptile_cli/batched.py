@@ -24,15 +24,14 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from reptile_cli.inner_optim import InnerOptimizer, adam_update, eps_convention, is_dense, sgd_update
+from reptile_cli.losses import example_losses, reduce_batch
 from reptile_cli.reptile import (
     Params,
     TaskMean,
     divide_by,
-    example_losses,
     fomaml_update,
     get_params,
     meta_update,
-    reduce_batch,
     set_params,
 )
 

@@ -41,19 +41,14 @@ from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.config import config_dir, register_configs
 from reptile_cli.data.datasets import build_task_family
+from reptile_cli.data.episodes import inner_batches
 from reptile_cli.data.paths import default_data_root
 from reptile_cli.device import keep_freed_memory
 from reptile_cli.evaluate import Evaluator
 from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.losses import loss_reduction
 from reptile_cli.models import build_model, place
-from reptile_cli.reptile import (
-    get_params,
-    inner_batches,
-    loss_reduction,
-    meta_update,
-    sequential_meta_step,
-    set_params,
-)
+from reptile_cli.reptile import get_params, meta_update, sequential_meta_step, set_params
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 

@@ -35,7 +35,8 @@ _trace = False
 
 
 def _fail(code: int, message: str):
-    typer.echo(f"reptile: error: {message}", err=True)
+    # exit 3 is a clean, resumable stop (a time budget, Ctrl-C), not an error
+    typer.echo(f"reptile: {'stopped' if code == 3 else 'error'}: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -62,6 +63,15 @@ def _not_an_eval_setting(line: str) -> str | None:
 
     from reptile_cli import config
 
+    top = re.search(r"Could not override '(\w+)'.*Key '\w+' not in 'EvalCommand'", line)
+    if top:
+        from reptile_cli.config import EvalCommand
+
+        takes = ", ".join(f.name for f in dataclasses.fields(EvalCommand) if not f.name.startswith("checkpoint")
+                          and f.name not in ("eval", "episode", "dataset", "trainer"))
+        return (f"{top.group(1)} is not a setting of reptile eval (it takes {takes}, and eval.*, episode.*, "
+                f"dataset.root, trainer.progress / loss_reduction; the training seed is the checkpoint's, "
+                f"eval.seed draws the evaluation tasks)")
     m = re.search(r"Could not override '([\w.]+)'.*Key '\w+' not in '(\w+Overrides)'", line)
     schema = getattr(config, m.group(2), None) if m else None
     if schema is None or not dataclasses.is_dataclass(schema):
@@ -293,6 +303,9 @@ def resume_overrides(args: list[str]) -> list[str]:
     if not path.exists():
         _fail(EXIT_ERROR, f"trainer.resume={value}: no such run directory or checkpoint")
     if path.is_dir() and not (path / "last.pt").is_file():
+        if (path / "state.json").is_file() or (path / "config.yaml").is_file():
+            _fail(EXIT_ERROR, f"trainer.resume={value}: this run stopped before its first checkpoint "
+                              f"(trainer.checkpoint_every), so there is nothing to resume: start it again")
         _fail(EXIT_ERROR, f"trainer.resume={value}: {path} holds no last.pt; give a run directory of `reptile "
                           f"train` (runs/<name>/<time>) or a checkpoint file")
     run_dir = (path if path.is_dir() else path.parent).resolve()
@@ -434,6 +447,9 @@ def reproduce(
         _fail(EXIT_USAGE, "give a cell (reptile reproduce --list shows them), or --list / --readme")
     folder = _data_call(rep.reproduce, cell, runs, records, seed, list(ctx.args), episodes, threads)
     record = json.loads((folder / "record.json").read_text())
+    if not record.get("paper_settings", True):
+        typer.echo(f"NOT the paper's settings (overrides: {' '.join(ctx.args)}): compare with the paper's numbers "
+                   f"only as a smoke test")
     for p in ("non_transductive", "transductive"):
         m = record["measured"][p]
         typer.echo(f"{cell} {p.replace('_', '-')}: {m['mean']:.2f} ± {m['ci95']:.2f} "

@@ -95,10 +95,39 @@ class ImageDataConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # folder: train/val/test
 
 
+@dataclass
+class Nav2DConfig:
+    """2D navigation task family (MAML's RL benchmark, Finn et al. 2017 section 5.3; reptile_cli/rl/envs.py)."""
+
+    name: str = "nav2d"
+    horizon: int = 100  # steps per episode
+    rollouts: int = 20  # episodes collected per inner step (and per evaluation point)
+    discount: float = 0.99
+    goal_low: float = -0.5  # goals uniform in [goal_low, goal_high]^2
+    goal_high: float = 0.5
+    action_limit: float = 0.1  # each velocity coordinate clipped to [-limit, limit]
+
+
+@dataclass
+class CartPoleConfig:
+    """CartPole with physics drawn per task (Gymnasium's CartPole; reptile_cli/rl/envs.py)."""
+
+    name: str = "cartpole"
+    horizon: int = 200
+    rollouts: int = 10
+    discount: float = 0.99
+    length_min: float = 0.25  # half pole length, m (Gymnasium's default 0.5)
+    length_max: float = 1.0
+    masspole_min: float = 0.05  # kg (default 0.1)
+    masspole_max: float = 0.5
+    force_min: float = 5.0  # push force, N (default 10)
+    force_max: float = 15.0
+
+
 # ----------------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # conv4 or mlp
+    name: str = MISSING  # conv4, mlp, or policy (RL)
     # conv4 (REFERENCE.md "Models")
     in_channels: int = 1
     image_size: int = 28
@@ -112,6 +141,9 @@ class ModelConfig:
     activation: str = "tanh"
     in_features: int = 1
     out_features: int = 1
+    # policy (RL): an MLP (hidden, activation, in/out_features) with a Gaussian or categorical action head
+    distribution: str = "gaussian"
+    init_log_std: float = 0.0  # Gaussian: initial log standard deviation of each action dimension
 
 
 # ----------------------------------------------------------------------------------------------- episodes
@@ -292,6 +324,8 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalCommand)
     cs.store(group="dataset", name="sine_schema", node=SineDataConfig)
     cs.store(group="dataset", name="image_schema", node=ImageDataConfig)
+    cs.store(group="dataset", name="nav2d_schema", node=Nav2DConfig)
+    cs.store(group="dataset", name="cartpole_schema", node=CartPoleConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
 

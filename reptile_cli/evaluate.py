@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from reptile_cli import rng
-from reptile_cli.data.episodes import EvalTask
+from reptile_cli.data.episodes import EvalTask, Task, inner_batches
 from reptile_cli.errors import ConfigError
 from reptile_cli.inner_optim import InnerOptimizer
+from reptile_cli.losses import loss_reduction
 from reptile_cli.progress import progress_bar
-from reptile_cli.reptile import Params, adapt, inner_batches, loss_reduction, set_params
+from reptile_cli.reptile import Params, adapt, set_params
 from reptile_cli.rundir import write_json
 
 Z95 = 1.96
@@ -49,8 +50,9 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
 class EvalResult:
     """Per-task scores of one evaluation and their summaries.
 
-    ``after``/``before``: the headline metric per task, after and before adaptation (accuracy in [0, 1] or
-    MSE). ``other``: classification only, the other protocol's accuracy after adaptation.
+    ``after``/``before``: the headline metric per task, after and before adaptation (accuracy in [0, 1], MSE,
+    or an RL return). ``other``: classification only, the other protocol's accuracy after adaptation.
+    ``curve``: RL only, per task the return after 0, 1, ..., k adaptation steps.
     """
 
     metric: str
@@ -58,6 +60,7 @@ class EvalResult:
     after: list[float] = field(default_factory=list)
     before: list[float] = field(default_factory=list)
     other: list[float] = field(default_factory=list)
+    curve: list[list[float]] = field(default_factory=list)
 
     def summary(self) -> dict:
         mean, ci = summarize(self.after)
@@ -67,6 +70,9 @@ class EvalResult:
         if self.other:
             other = "transductive" if self.protocol == "non_transductive" else "non_transductive"
             out[other] = dict(zip(("mean", "ci95"), summarize(self.other)))
+        if self.curve:
+            out["adaptation_curve"] = [{"step": j, **dict(zip(("mean", "ci95"), summarize([c[j] for c in self.curve])))}
+                                       for j in range(len(self.curve[0]))]
         return out
 
 
@@ -96,6 +102,13 @@ def check_eval(eval_cfg) -> None:
     for key in ("episodes", "val_episodes"):
         if key in eval_cfg and eval_cfg[key] is not None and eval_cfg[key] < 1:
             raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
+
+
+def make_evaluator(family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):
+    """The evaluator a task family names (``family.evaluator``: RL families adapt with rollouts, see
+    :mod:`reptile_cli.rl.tasks`), else :class:`Evaluator`; all take the same arguments and give an
+    :class:`EvalResult` from ``evaluate``."""
+    return getattr(family, "evaluator", Evaluator)(family, model, trainer_cfg, eval_cfg, device, dtype, autocast)
 
 
 class Evaluator:
@@ -143,7 +156,8 @@ class Evaluator:
             optimizer.load_state_dict(optimizer_state)
         g = rng.generator(seed, f"eval/{split}/inner", 0, index)
         batches = inner_batches(len(task.support_x), self.cfg.inner_batch_size, self.cfg.inner_steps, g)
-        adapt(self.work, optimizer, task.support_x, task.support_y, batches, self.kind, self.reduction, self.autocast)
+        adapt(self.work, optimizer, Task(task.support_x, task.support_y), batches, self.kind, self.reduction,
+              self.autocast)
         after = score(self.kind, predict(self.work, task, transductive), task.query_y)
         other = None
         if self.kind == "classification":
@@ -278,6 +292,8 @@ def large_batch_notes(trainer_cfg, eval_cfg, family) -> list[str]:
     """
     notes = []
     regression = family.kind != "classification"
+    if family.kind == "rl":  # an RL step uses its episodes, not a minibatch
+        return []
     support = family.shots * (1 if regression else family.ways)
     train = (family.train_shots if hasattr(family, "train_shots") else 0) * (1 if regression else family.ways)
     for key, batch, examples, what in (("trainer.inner_batch_size", trainer_cfg.inner_batch_size, train,
@@ -302,7 +318,8 @@ def task_scores(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> list
 def task_settings(cfg) -> dict:
     """The settings that define an evaluation's tasks and adaptation, for ``eval.json``."""
     e = cfg.eval
-    return {"dataset": cfg.dataset.name, "split_scheme": cfg.dataset.split, "split_seed": cfg.dataset.split_seed,
+    return {"dataset": cfg.dataset.name, "split_scheme": cfg.dataset.get("split"),
+            "split_seed": cfg.dataset.get("split_seed"),
             "ways": cfg.episode.ways, "shots": cfg.episode.shots, "query_shots": cfg.episode.query_shots,
             "transductive": bool(e.transductive), "inner_steps": e.inner_steps,
             "inner_batch_size": e.inner_batch_size, "inner_state": str(getattr(e.inner_state, "value", e.inner_state)),

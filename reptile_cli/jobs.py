@@ -28,12 +28,12 @@ from reptile_cli.applicability import check_applicable
 from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import EvalConfig, TrainCommand, to_plain
 from reptile_cli.data.datasets import build_task_family
-from reptile_cli.data.episodes import EPISODES_FORMAT, FixedEpisodes
+from reptile_cli.data.episodes import EPISODES_FORMAT, METRIC_NAMES, FixedEpisodes
 from reptile_cli.data.paths import absolute, resolve_dataset_root
 from reptile_cli.device import precision, resolve_device
 from reptile_cli.distributed import init_from_env, shutdown, world_size_from_env
 from reptile_cli.errors import ConfigError, DataError, ReptileError
-from reptile_cli.evaluate import Evaluator, large_batch_notes, summarize, write_eval_json
+from reptile_cli.evaluate import large_batch_notes, make_evaluator, summarize, write_eval_json
 from reptile_cli.models import build_model, check_input, place, replace_head
 from reptile_cli.rundir import read_state, record_failure, remove_stale_temporaries, write_json
 
@@ -83,7 +83,8 @@ def _guard(job, cfg: DictConfig):
         stopped = isinstance(err, ReptileError) and err.exit_code == 3
         if not stopped and not isinstance(err, KeyboardInterrupt):
             text = str(err) if isinstance(err, ReptileError) else f"{type(err).__name__}: {err}"
-            record_failure(run_dir, message=text)
+            if read_state(run_dir).get("state") != "completed":  # a finished run's record is never overwritten
+                record_failure(run_dir, message=text)
         log.error("job %s %s: %s", HydraConfig.get().job.num, "stopped" if stopped else "failed", err)
         if getattr(err, "by_signal", False) or isinstance(err, KeyboardInterrupt):
             # Ctrl-C / SIGTERM ends the whole sweep: jobs not started yet are not run
@@ -420,7 +421,10 @@ def eval_job(cfg: DictConfig, out_dir: Path) -> dict:
     output = Path(cfg.output) if cfg.output else out_dir / "eval.json"
     hold = locks.lock_beside(output, "evaluation output") if main else None
     try:
-        return _eval(cfg, out_dir, dist, output)
+        result = _eval(cfg, out_dir, dist, output)
+        if main and not _in_multirun() and Path(output).resolve().parent != Path(out_dir).resolve():
+            remove_stub(out_dir)  # the output went elsewhere: Hydra's directory holds only its record
+        return result
     except BaseException:
         if main and not _in_multirun():
             remove_stub(out_dir)
@@ -483,7 +487,7 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
         if dist is None or dist.is_main:
             for note in large_batch_notes(merged.trainer, e, family):
                 log.warning(note)
-        evaluator = Evaluator(family, model, merged.trainer, e, device, dtype, autocast)
+        evaluator = make_evaluator(family, model, merged.trainer, e, device, dtype, autocast)
         params = {n: p.detach().clone() for n, p in model.named_parameters()}
         optimizer_state = ckpt.get("inner_optimizer")
         results.append(evaluator.evaluate(params, optimizer_state, e.split, e.episodes, e.seed,
@@ -499,9 +503,6 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
     summary = results[0].summary()
     if dist is not None and not dist.is_main:
         return summary
-    if merged.eval.save_episodes:
-        saved = save_episodes(family, merged, absolute(merged.eval.save_episodes))
-        log.info("wrote the %d episodes to %s", merged.eval.episodes, saved)
     extra = {"data": data, "per_task": results[0].after,
              "evaluation": {"path": evaluator.path, "processes": dist.world if dist is not None else 1,
                             # tasks adapted at once: the chunk, or fewer when there are fewer tasks
@@ -518,6 +519,17 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
     write_eval_json(output, summary, split=merged.eval.split, checkpoint=Path(paths[0]).resolve(),
                     iteration=ckpt["iteration"], cfg=merged, **extra)
     title = f"{merged.eval.split} split, {summary['episodes']} tasks, iteration {ckpt['iteration']}"
+    if "adaptation_curve" in summary:  # RL: the return against adaptation steps, beside eval.json
+        from reptile_cli.plots import plot_adaptation
+
+        curves = {Path(paths[0]).name: summary["adaptation_curve"]}
+        if "comparison" in extra:
+            curves[f"B: {Path(paths[1]).name}"] = extra["comparison"]["b"]["adaptation_curve"]
+        png = plot_adaptation(curves, output.with_name(f"{output.stem}_adaptation.png"), title)
+        Console().print(f"adaptation curve: {png}")
+    if merged.eval.save_episodes:  # after eval.json: a failure to write the episodes keeps the evaluation
+        saved = save_episodes(family, merged, absolute(merged.eval.save_episodes))
+        log.info("wrote the %d episodes to %s", merged.eval.episodes, saved)
     print_summary(summary, title, merged, extra.get("comparison"))
     if data["differs_from_training"]:
         Console(soft_wrap=True).print(f"data: {data['root']} is NOT the data the checkpoint was trained on (content "
@@ -542,7 +554,7 @@ def _fmt(metric: str, mean: float, ci: float) -> str:
 def print_summary(summary: dict, title: str, cfg: DictConfig | None = None, comparison: dict | None = None) -> None:
     """A rich table of the headline metric with its 95% CI, the other protocol and the pre-adaptation value."""
     metric = summary["metric"]
-    name = {"acc": "accuracy", "mse": "MSE"}[metric]
+    name = METRIC_NAMES[metric]
     table = Table(title=title, caption="95% CI: 1.96 x sample std / sqrt(tasks), over tasks")
     table.add_column("")
     table.add_column(f"{name} (mean ± 95% CI)", justify="right")
@@ -554,6 +566,8 @@ def print_summary(summary: dict, title: str, cfg: DictConfig | None = None, comp
                           _fmt(metric, summary[other]["mean"], summary[other]["ci95"]))
     before = summary["before_adaptation"]
     table.add_row("before adaptation", _fmt(metric, before["mean"], before["ci95"]))
+    for point in summary.get("adaptation_curve", [])[1:-1]:  # RL: the return after each adaptation step
+        table.add_row(f"after {point['step']} adaptation step(s)", _fmt(metric, point["mean"], point["ci95"]))
     if comparison:
         b = comparison["b"]
         table.add_row(f"B: {comparison['checkpoint_b']}", _fmt(metric, b["mean"], b["ci95"]))

@@ -52,8 +52,8 @@ class FileLock:
         what: what it protects, for messages (e.g. ``run directory /x``).
     """
 
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = Path(path), what
+    def __init__(self, path: Path, what: str, instead: str = "use another directory"):
+        self.path, self.what, self.instead = Path(path), what, instead
         self.fd: int | None = None
         self.count = 0
         self.made_dir = False  # the lock created its folder: removed again on release if left empty
@@ -100,7 +100,7 @@ class FileLock:
                 os.close(fd)
                 if time.monotonic() > deadline:
                     raise Locked(f"{self.what} is in use by {describe(read_holder(self.path))}: wait for it to end, "
-                                 f"or use another directory") from None
+                                 f"or {self.instead}") from None
                 time.sleep(0.05)
         self.fd, self.count = fd, 1
         _HELD[key] = self
@@ -178,7 +178,7 @@ def lock_dir(directory: Path, what: str = "run directory") -> FileLock:
 def lock_beside(path: Path, what: str) -> FileLock:
     """Take the lock of one output file (``.<name>.lock`` beside it) without waiting."""
     path = Path(path)
-    return FileLock(path.with_name(f".{path.name}.lock"), f"{what} {path}").acquire()
+    return FileLock(path.with_name(f".{path.name}.lock"), f"{what} {path}", "give another output=FILE").acquire()
 
 
 def lock_preparation(folder: Path, progress: bool = True, name: str = "prepare") -> FileLock:

@@ -19,7 +19,7 @@ from reptile_cli.errors import ReptileError  # noqa: E402
 from reptile_cli.report import Job, override_value, split_curve, varying_keys  # noqa: E402
 from reptile_cli.rundir import MetricsLog  # noqa: E402
 
-LABELS = {"acc": "validation accuracy", "mse": "validation MSE"}
+LABELS = {"acc": "validation accuracy", "mse": "validation MSE", "return": "validation return"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -44,13 +44,15 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     if not records:
         raise ReptileError(f"{run_dir} has no metrics.jsonl records: give a run directory of `reptile train` "
                            f"(runs/<name>/<time>) that has logged at least trainer.log_every iterations")
-    train = [(r["iteration"], r["train/loss"]) for r in records if "train/loss" in r]
+    key = "train/return" if any("train/return" in r for r in records) else "train/loss"  # RL reports returns
+    train = [(r["iteration"], r[key]) for r in records if key in r]
     metric = next((m for m in LABELS if any(f"val/{m}" in r for r in records)), None)
     fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(11 if metric else 6, 4), squeeze=False)
     ax = axes[0][0]
     if train:
         ax.plot(*zip(*train), color="tab:blue", marker="o" if len(train) == 1 else None)
-    ax.set(xlabel="meta-iteration", ylabel="training loss (mean over the logging window)", title="training")
+    ax.set(xlabel="meta-iteration", ylabel=f"training {key.split('/')[1]} (mean over the logging window)",
+           title="training")
     ax.grid(alpha=0.3)
     if metric:
         val = [(r["iteration"], r[f"val/{metric}"], r.get(f"val/{metric}_ci95") or 0.0, r.get("val/episodes"))
@@ -98,3 +100,22 @@ def plot_sweep(jobs: list[Job], out: Path) -> Path | None:
     ax.legend(fontsize=7)
     return _save(fig, out)
 
+
+
+def plot_adaptation(curves: dict[str, list[dict]], out: Path, title: str = "") -> Path:
+    """RL evaluation: the mean return (with its 95% CI band over tasks) against adaptation steps 0..k, one line
+    per checkpoint (``curves``: label -> ``eval.json``'s ``adaptation_curve``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in curves.items():
+        steps = [p["step"] for p in curve]
+        means = [p["mean"] for p in curve]
+        cis = [p["ci95"] if p["ci95"] == p["ci95"] else 0.0 for p in curve]  # nan for a single task
+        line = ax.plot(steps, means, marker="o", label=label)[0]
+        ax.fill_between(steps, [m - c for m, c in zip(means, cis)], [m + c for m, c in zip(means, cis)],
+                        color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="adaptation steps (policy-gradient steps on the test task)", ylabel="mean return per episode",
+           title=title or "return after adaptation, 95% CI over tasks")
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out)

@@ -26,11 +26,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from reptile_cli.checkpoint import atomic_write_text
+from reptile_cli.data.episodes import HIGHER_IS_BETTER, METRIC_NAMES
 from reptile_cli.errors import ReptileError
 from reptile_cli.overrides import override_key, quote
 from reptile_cli.rundir import MetricsLog, read_state
-
-HIGHER_IS_BETTER = {"acc": True, "mse": False}
 
 
 @dataclass
@@ -313,7 +312,7 @@ def sweep_tables(jobs: list[Job]) -> list:
 
     keys = varying_keys(jobs)
     metric = next((j.metric for j in jobs if j.metric), None)
-    name = {"acc": "val accuracy", "mse": "val MSE"}.get(metric, "validation")
+    name = f"val {METRIC_NAMES[metric]}" if metric in METRIC_NAMES else "validation"
     counts = ", ".join(f"{n} {state}" for state, n in Counter(j.state for j in jobs).most_common())
     table = Table(title=f"{len(jobs)} jobs ({counts}), ranked by {name} (never by test numbers)",
                   caption="± is the 95% CI over validation tasks: 1.96 x sample std / sqrt(tasks)")

@@ -243,6 +243,7 @@ def write_record(c: Cell, run: Path, out: Path, records: Path, train_args: list[
         "paper_settings": not overrides_change_training(overrides),
         "training": {
             "command": "reptile " + shlex.join(train_args), "run_dir": str(run.resolve()),
+            "started_with": shlex.join(prov.get("command", [])),
             "iterations": int(ckpt["iteration"]), "train_seconds": round(seconds, 1),
             "meta_iterations_per_second": round(ckpt["iteration"] / seconds, 2) if seconds else None,
             "sessions": 1 + len(prov.get("resumed", [])), "path": ckpt["config"]["trainer"]["path"],
@@ -314,8 +315,11 @@ def expected_cost(c: Cell, records: Path | None = None) -> dict:
 
 def cell_state(c: Cell, runs: Path, records: Path, seed: int = 0) -> str:
     """``recorded`` / ``evaluated`` / ``training i/N (state)`` / ``not run yet`` for ``--list``."""
-    if (Path(records) / c.name / "record.json").is_file():
-        return "recorded"
+    path = Path(records) / c.name / "record.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        if doc.get("state") == "done":
+            return "recorded" + ("" if doc.get("paper_settings", True) else " (NOT the paper's settings)")
     run = run_dir(runs, c, seed)
     if (run / "reproduce" / f"{c.name}.json").is_file():
         return "evaluated, no record"

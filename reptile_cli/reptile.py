@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reptile_cli.inner_optim import InnerOptimizer
@@ -30,61 +29,6 @@ def meta_step_size(iteration: int, total: int, initial: float, final: float) -> 
     return frac * final + (1.0 - frac) * initial
 
 
-def inner_batches(num_examples: int, batch_size: int, num_batches: int,
-                  generator: torch.Generator) -> list[torch.Tensor]:
-    """Index batches for the inner loop: a walk through shuffled passes over the task's examples.
-
-    Each pass is a fresh permutation; a batch may span the end of one pass and the start of the next
-    (reference ``_mini_batches`` without replacement), so no example repeats until all were used.
-
-    Returns:
-        ``num_batches`` int64 tensors of ``batch_size`` indices each.
-
-    Raises:
-        ValueError: a non-positive size.
-    """
-    if batch_size < 1 or num_batches < 1 or num_examples < 1:
-        raise ValueError("inner batches need positive sizes")
-    needed = batch_size * num_batches
-    passes = -(-needed // num_examples)
-    order = torch.cat([torch.randperm(num_examples, generator=generator) for _ in range(passes)])
-    return list(order[:needed].view(num_batches, batch_size))
-
-
-REDUCTIONS = ("mean", "sum")
-
-
-def loss_reduction(trainer_cfg) -> str:
-    """``trainer.loss_reduction`` of a config (``mean`` for configs written before it existed)."""
-    value = getattr(trainer_cfg, "loss_reduction", None) or "mean"
-    value = str(getattr(value, "value", value))
-    if value not in REDUCTIONS:
-        raise ValueError(f"trainer.loss_reduction={value!r}: use mean or sum")
-    return value
-
-
-def example_losses(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-example losses ``[..., B]``: cross-entropy of logits ``[..., B, N]`` against labels ``[..., B]``
-    (classification), or the squared error of outputs ``[..., B, D]`` against targets of the same shape,
-    averaged over D (regression; D = 1 for sine)."""
-    if kind == "classification":
-        flat = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), reduction="none")
-        return flat.reshape(targets.shape)
-    return ((outputs - targets) ** 2).mean(-1)
-
-
-def reduce_batch(losses: torch.Tensor, reduction: str) -> torch.Tensor:
-    """The inner-loop objective from per-example losses ``[..., B]`` -> ``[...]``.
-
-    ``mean`` averages over the minibatch (PyTorch's default for ``F.cross_entropy``); ``sum`` adds them up, as
-    the reference implementation does (it hands TensorFlow's Adam the per-example cross-entropy vector, whose
-    gradient is the sum over the minibatch; REFERENCE.md "Loss scale"). Adam is invariant to a constant scale
-    of the loss only while the batch size stays the same: evaluation from the trained Adam state with another
-    batch size takes steps of another size under ``sum``.
-    """
-    return losses.sum(-1) if reduction == "sum" else losses.mean(-1)
-
-
 def get_params(model: nn.Module) -> Params:
     """A detached copy of every parameter (the model has no buffers: batch norm keeps no statistics)."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -97,38 +41,33 @@ def set_params(model: nn.Module, params: Params) -> None:
         p.copy_(params[n])
 
 
-def adapt(model: nn.Module, optimizer: InnerOptimizer, x: torch.Tensor, y: torch.Tensor,
-          batches: list[torch.Tensor], kind: str, reduction: str = "mean", autocast=None,
-          keep_before_last: bool = False) -> tuple[float, Params | None]:
-    """Run the inner loop in place: one optimizer step per index batch of ``(x, y)``.
+def adapt(model: nn.Module, optimizer: InnerOptimizer, task, plan: list, kind: str, reduction: str = "mean",
+          autocast=None, keep_before_last: bool = False) -> tuple[float, Params | None]:
+    """Run the inner loop in place: one optimizer step per item of ``plan`` (``task.plan(...)``), each on the
+    objective ``task.step_loss(model, item, ...)``. Any task works that has those two methods: a supervised
+    :class:`reptile_cli.data.episodes.Task` (items: index batches) or an RL task (items: rollout seeds).
 
     Args:
-        x: inputs ``[n, ...]``; y: targets ``[n]`` or ``[n, 1]``.
-        batches: index tensors from :func:`inner_batches`.
-        kind: ``classification`` (cross-entropy) or ``regression`` (squared error).
-        reduction: ``mean`` or ``sum`` of the per-example losses of a minibatch (:func:`reduce_batch`).
+        task: the task (on the model's device).
+        plan: what each step uses, from ``task.plan``.
+        kind: ``classification``, ``regression`` or ``rl``.
+        reduction: ``mean`` or ``sum`` of a supervised minibatch's per-example losses.
         autocast: optional context factory for the forward pass (bf16).
         keep_before_last: also return the parameters just before the last step (FOMAML needs them).
 
     Returns:
-        (mean per-example loss of the last step, whatever the reduction; parameters just before the last
-        step or None).
+        (what the last step reports: its mean per-example loss, or the mean return of its episodes;
+        parameters just before the last step or None).
     """
     before_last = None
     value = torch.zeros(())
-    for i, b in enumerate(batches):
-        if keep_before_last and i == len(batches) - 1:
+    for i, item in enumerate(plan):
+        if keep_before_last and i == len(plan) - 1:
             before_last = get_params(model)
         optimizer.zero_grad()
-        if autocast is None:
-            losses = example_losses(kind, model(x[b]), y[b])
-        else:
-            with autocast():
-                out = model(x[b])
-            losses = example_losses(kind, out.float(), y[b])
-        reduce_batch(losses, reduction).backward()
+        objective, value = task.step_loss(model, item, kind, reduction, autocast)
+        objective.backward()
         optimizer.step()
-        value = losses.detach().mean()
     return float(value), before_last  # one host sync per task, not per step
 
 
@@ -187,7 +126,7 @@ def sequential_meta_step(model: nn.Module, optimizer: InnerOptimizer, tasks: lis
     for task, task_batches in zip(tasks, batches):
         if shared_state:
             optimizer.restore(start)
-        last, before_last = adapt(model, optimizer, task.x, task.y, task_batches, kind, reduction, autocast,
+        last, before_last = adapt(model, optimizer, task, task_batches, kind, reduction, autocast,
                                   keep_before_last=algorithm == "fomaml")
         loss_sum += last
         if adam_shared:

@@ -32,7 +32,11 @@ SINE = ["experiment=sine", "trainer.meta_iters=2", "eval.val_episodes=3", "eval.
 FOLDER = ["dataset=folder", "model=conv4_omniglot", "episode.ways=3", "episode.train_shots=2",
           "trainer.meta_iters=2", "trainer.inner_batch_size=6", "eval.val_episodes=2", "eval.inner_steps=2",
           "eval.inner_batch_size=3", "trainer.progress=false"]
-CONTEXTS = {"omniglot_small (conv4, batched)": SMALL, "omniglot_small (conv4, sequential)": SMALL +
+RL = ["experiment=rl_nav2d", "dataset.horizon=10", "dataset.rollouts=3", "trainer.meta_iters=2",
+      "trainer.meta_batch_size=2", "eval.val_episodes=2", "eval.inner_steps=1", "trainer.progress=false"]
+CART = ["experiment=rl_cartpole", "dataset.horizon=20", "dataset.rollouts=3", "trainer.meta_iters=2",
+        "trainer.meta_batch_size=2", "eval.val_episodes=2", "eval.inner_steps=1", "trainer.progress=false"]
+CONTEXTS = {"nav2d (policy, sgd)": RL, "cartpole (policy, sgd)": CART, "omniglot_small (conv4, batched)": SMALL, "omniglot_small (conv4, sequential)": SMALL +
             ["trainer.path=sequential"], "sine (mlp, sgd)": SINE, "folder, seeded split (conv4)": FOLDER,
             "omniglot full, reptile split (conv4)": ["experiment=omniglot_5w1s", "trainer.meta_iters=2",
                                                      "trainer.progress=false", "trainer.checkpoint_every=1"]}
@@ -153,6 +157,39 @@ AUDIT = [
     ("sine (mlp, sgd)", "eval.inner_state=fresh", R),
     ("sine (mlp, sgd)", "eval.inner_steps=5", E),
     ("sine (mlp, sgd)", "eval.inner_batch_size=5", E),
+    # ---------------------------------------------------------------------------------------- RL
+    ("nav2d (policy, sgd)", "dataset.horizon=5", E),
+    ("nav2d (policy, sgd)", "dataset.rollouts=2", E),
+    ("nav2d (policy, sgd)", "dataset.discount=0.5", E),
+    ("nav2d (policy, sgd)", "dataset.goal_low=-0.2", E),
+    ("nav2d (policy, sgd)", "dataset.goal_high=0.2", E),
+    ("nav2d (policy, sgd)", "dataset.action_limit=0.3", E),
+    ("nav2d (policy, sgd)", "model.init_log_std=-1.0", E),
+    ("nav2d (policy, sgd)", "model.hidden=[16]", E),
+    ("nav2d (policy, sgd)", "model.distribution=categorical", R),
+    ("nav2d (policy, sgd)", "model.filters=32", R),
+    ("nav2d (policy, sgd)", "model.in_features=4", C),
+    ("nav2d (policy, sgd)", "episode.ways=3", R),
+    ("nav2d (policy, sgd)", "episode.train_shots=4", R),
+    ("nav2d (policy, sgd)", "trainer.loss_reduction=sum", R),
+    ("nav2d (policy, sgd)", "trainer.inner_batch_size=5", R),
+    ("nav2d (policy, sgd)", "trainer.inner_lr=0.05", E),
+    ("nav2d (policy, sgd)", "trainer.inner_steps=2", E),
+    ("nav2d (policy, sgd)", "trainer.path=batched", C),
+    ("nav2d (policy, sgd)", "eval.transductive=true", R),
+    ("nav2d (policy, sgd)", "eval.chunk_size=4", R),
+    ("nav2d (policy, sgd)", "eval.path=sequential", R),
+    ("nav2d (policy, sgd)", "eval.inner_steps=2", E),
+    ("nav2d (policy, sgd)", "eval.seed=1", E),
+    ("cartpole (policy, sgd)", "dataset.length_min=0.8", E),
+    ("cartpole (policy, sgd)", "dataset.length_max=0.2", C),
+    ("cartpole (policy, sgd)", "dataset.masspole_min=0.4", E),
+    ("cartpole (policy, sgd)", "dataset.masspole_max=0.04", C),
+    ("cartpole (policy, sgd)", "dataset.force_min=12.0", E),
+    ("cartpole (policy, sgd)", "dataset.force_max=4.0", C),
+    ("cartpole (policy, sgd)", "model.distribution=gaussian", R),
+    ("sine (mlp, sgd)", "model.distribution=categorical", R),
+    ("sine (mlp, sgd)", "model.init_log_std=-1.0", R),
     # ---------------------------------------------------------------------------------------- top level
     ("omniglot_small (conv4, batched)", "seed=1", E),
     ("omniglot_small (conv4, batched)", "dtype=float64", E),
@@ -199,7 +236,7 @@ def compose_train(overrides):
 
 
 def context_overrides(context: str, roots: Path) -> list[str]:
-    extra = {"omniglot_small": [f"dataset.root={roots / 'small'}"], "folder": [f"dataset.root={roots / 'tree'}"],
+    extra = {"nav2d": [], "cartpole": [], "omniglot_small": [f"dataset.root={roots / 'small'}"], "folder": [f"dataset.root={roots / 'tree'}"],
              "omniglot full": [f"dataset.root={roots / 'full'}", "episode.train_shots=2", "episode.query_shots=1"],
              "sine": []}
     return CONTEXTS[context] + next(v for k, v in extra.items() if context.startswith(k))
@@ -217,13 +254,19 @@ def computed(overrides: list[str], run_dir: Path) -> dict:
     cfg = compose_train(overrides)
     trainer = Trainer(cfg, run_dir, given={o.split("=")[0] for o in overrides})
     task = trainer.family.train_task(cfg.seed, 0, 0)
-    out = {"task_x": task.x, "task_y": task.y,
+    first = (task.x, task.y) if hasattr(task, "x") else (task.params, task.rollout(trainer.model, 0).rewards)
+    out = {"task_x": first[0], "task_y": first[1],
            "shapes": {n: tuple(p.shape) for n, p in trainer.model.named_parameters()}}
     summary = trainer.run()
     out["weights"] = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     out["summary"] = {k: v for k, v in summary.items() if k != "ci95"}
     out["val_records"] = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if any("val/" in k for k in r)]
-    if "val" in trainer.family.splits:
+    if trainer.family.kind == "rl":  # the first validation task's adaptation curve
+        from reptile_cli.evaluate import make_evaluator
+
+        ev = make_evaluator(trainer.family, trainer.model, cfg.trainer, cfg.eval, trainer.device, trainer.dtype)
+        out["adapted"] = ev.run_task(get_params(trainer.model), trainer.optimizer.state_dict(), "val", cfg.eval.seed, 0)
+    elif "val" in trainer.family.splits:
         seq = OmegaConf.merge(cfg.eval, {"path": "sequential"})
         ev = Evaluator(trainer.family, trainer.model, cfg.trainer, seq, trainer.device, trainer.dtype,
                        trainer.autocast)
@@ -267,7 +310,8 @@ def test_audit(context, override, expected, roots, baselines, tmp_path, monkeypa
     if expected == E:
         assert differs(computed(overrides, tmp_path), baselines(context)), f"{override} changed nothing"
         return
-    if override in ("eval.path=sequential", "eval.chunk_size=1", "trainer.path=batched"):
+    if override in ("eval.path=sequential", "eval.chunk_size=1", "trainer.path=batched") and not context.startswith(
+            ("nav2d", "cartpole")):
         # the same numbers by another path (tests/test_batched.py asserts equality; here: nothing else moves)
         got, base = computed(overrides, tmp_path), baselines(context)
         for key in ("task_x", "shapes"):
@@ -287,6 +331,7 @@ def test_audit(context, override, expected, roots, baselines, tmp_path, monkeypa
 def schema_keys() -> set[str]:
     keys = set()
     for section, cls in (("dataset", schema.ImageDataConfig), ("dataset", schema.SineDataConfig),
+                         ("dataset", schema.Nav2DConfig), ("dataset", schema.CartPoleConfig),
                          ("model", schema.ModelConfig), ("episode", schema.EpisodeConfig),
                          ("trainer", schema.TrainerConfig), ("eval", schema.EvalConfig)):
         keys |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
@@ -303,10 +348,11 @@ def test_presets_set_no_key_that_does_not_apply(experiment):
     from reptile_cli.applicability import inapplicable
 
     cfg = compose_train([f"experiment={experiment}"])
-    regression = cfg.dataset.name == "sine"
-    splits = ("val", "test") if regression or cfg.dataset.name == "miniimagenet" else ("test",)
-    family = SimpleNamespace(kind="regression" if regression else "classification", splits=splits,
-                             seeded_split=cfg.dataset.name != "miniimagenet")
+    regression, rl = cfg.dataset.name == "sine", cfg.dataset.name in ("nav2d", "cartpole")
+    splits = ("val", "test") if regression or rl or cfg.dataset.name == "miniimagenet" else ("test",)
+    kind = "regression" if regression else "rl" if rl else "classification"
+    family = SimpleNamespace(kind=kind, splits=splits, seeded_split=cfg.dataset.name != "miniimagenet",
+                             distribution={"nav2d": "gaussian", "cartpole": "categorical"}.get(cfg.dataset.name))
     assert inapplicable(cfg, family, "train") == []
 
 

@@ -10,10 +10,11 @@ from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step, stack
 from reptile_cli.config import EpisodeConfig, ImageDataConfig, TrainerConfig
 from reptile_cli.data.datasets import build_task_family
+from reptile_cli.data.episodes import inner_batches
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
-from reptile_cli.reptile import inner_batches, sequential_meta_step
+from reptile_cli.reptile import sequential_meta_step
 
 
 def close(a, b, rel=1e-8) -> bool:

@@ -79,7 +79,7 @@ def test_class_too_small_is_an_error_naming_it(tmp_path):
     counts = [20] * len(names)
     counts[names.index("A3/character02")] = 2
     write_store(tmp_path / "omniglot" / "omniglot_small.h5", names, counts)
-    with pytest.raises(DataError, match=r"A3/character02.*2 images.*needs 3"):
+    with pytest.raises(ConfigError, match=r"A3/character02.*2 images.*needs 3"):
         fam = family(tmp_path, ways=2, shots=2, query=1, train_shots=2, rotations=False)
         for split in ("val", "test", "train"):  # whichever split holds the class
             fam.pools[split].check_size(3, split, "test")

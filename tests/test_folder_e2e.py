@@ -10,7 +10,7 @@ from PIL import Image
 
 from reptile_cli.config import EpisodeConfig, EvalConfig, ImageDataConfig, TrainerConfig
 from reptile_cli.data.datasets import build_task_family
-from reptile_cli.errors import DataError
+from reptile_cli.errors import ConfigError, DataError
 from reptile_cli.evaluate import Evaluator
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.reptile import get_params
@@ -91,7 +91,7 @@ def test_corrupt_image_and_small_class_stop_before_training(tmp_path, monkeypatc
     episode = OmegaConf.structured(EpisodeConfig(ways=2, shots=3, query_shots=2, train_shots=2))
     cfg = OmegaConf.structured(ImageDataConfig(name="folder", split="auto", root=str(folder),
                                                split_fractions=[0.34, 0.33, 0.33]))
-    with pytest.raises(DataError, match=r"class 'class\d' of split '(val|test)' has 4 images but .* needs 5"):
+    with pytest.raises(ConfigError, match=r"class 'class\d' of split '(val|test)' has 4 images but .* needs 5"):
         build_task_family(cfg, episode)
     (folder / "class3" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(DataError, match=r"class3/2\.png"):

@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, stack
 from reptile_cli.config import EvalConfig, TrainerConfig
-from reptile_cli.data.episodes import EvalTask
+from reptile_cli.data.episodes import EvalTask, Task, inner_batches
 from reptile_cli.evaluate import Evaluator
 from reptile_cli.inner_optim import InnerOptimizer, step_eps
 from reptile_cli.models.conv4 import Conv4
-from reptile_cli.reptile import get_params, inner_batches
+from reptile_cli.reptile import get_params
 
 LR, BETA2, EPS = 0.001, 0.999, 1e-8
 
@@ -145,7 +145,7 @@ def test_training_loss_is_reported_per_example_under_both_reductions():
     for reduction in ("mean", "sum"):
         m = copy.deepcopy(model)
         opt = InnerOptimizer(m, OmegaConf.structured(TrainerConfig(inner_optimizer="sgd", inner_lr=0.0)))
-        values[reduction], _ = adapt(m, opt, x, y, batches, "classification", reduction)
+        values[reduction], _ = adapt(m, opt, Task(x, y), batches, "classification", reduction)
     with torch.no_grad():
         expected = float(F.cross_entropy(model(x), y))
     assert values["mean"] == pytest.approx(expected, rel=1e-12)

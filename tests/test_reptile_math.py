@@ -8,16 +8,10 @@ import torch
 from torch import nn
 
 from reptile_cli import rng
-from reptile_cli.data.episodes import Task
+from reptile_cli.data.episodes import Task, inner_batches
 from reptile_cli.evaluate import summarize
 from reptile_cli.inner_optim import InnerOptimizer
-from reptile_cli.reptile import (
-    fomaml_update,
-    inner_batches,
-    meta_step_size,
-    meta_update,
-    sequential_meta_step,
-)
+from reptile_cli.reptile import fomaml_update, meta_step_size, meta_update, sequential_meta_step
 
 
 def test_ci_of_known_values():

@@ -204,6 +204,10 @@ def build_task_family(dataset_cfg, episode_cfg, root: str | None = None, checked
     name = dataset_cfg.name
     if name == "sine":
         return SineTasks(dataset_cfg, episode_cfg.shots, episode_cfg.train_shots)
+    if "horizon" in dataset_cfg:  # an RL task family: environments, not data
+        from reptile_cli.rl.tasks import build_rl_family
+
+        return build_rl_family(dataset_cfg)
     data_root = Path(root or dataset_cfg.root or default_data_root()).expanduser()
     if name in OMNIGLOT_VARIANTS:
         variant = OMNIGLOT_VARIANTS[name]
@@ -248,6 +252,7 @@ def build_task_family(dataset_cfg, episode_cfg, root: str | None = None, checked
     tasks = ClassificationTasks(pools, episode_cfg.ways, episode_cfg.shots, episode_cfg.query_shots,
                                 episode_cfg.train_shots, str(store.attrs.get("content_sha256", "")),
                                 image_shape=(c, h, w), checked=checked)
+    tasks.dataset_name = name
     # whether dataset.split_seed draws the split (a fixed list or split folders do not depend on it)
     tasks.seeded_split = dataset_cfg.split in ("reptile", "alphabets") or (name == "folder" and
                                                                         not any(store.class_split))

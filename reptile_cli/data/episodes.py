@@ -16,14 +16,66 @@ import torch
 
 from reptile_cli import rng
 from reptile_cli.errors import ConfigError, DataError
+from reptile_cli.losses import example_losses, reduce_batch
+
+# The metrics task families report, and which way is better (validation, best.pt, sweep ranking).
+HIGHER_IS_BETTER = {"acc": True, "mse": False, "return": True}
+METRIC_NAMES = {"acc": "accuracy", "mse": "MSE", "return": "return"}
 
 
 @dataclass
 class Task:
-    """A training task: ``x`` ``[N*train_shots, C, H, W]`` (or ``[points, 1]``), ``y`` ``[N*train_shots]``."""
+    """A supervised task: ``x`` ``[n, C, H, W]`` (or ``[points, 1]``), ``y`` ``[n]`` (or ``[points, 1]``): the
+    examples of a training task, or an evaluation task's support set.
+
+    What the inner loop asks of any task (supervised here; RL tasks in :mod:`reptile_cli.rl.tasks`): ``to``
+    (device, dtype), ``plan`` (what each inner step uses) and ``step_loss`` (the objective of one step).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+
+    def to(self, device, dtype) -> Task:
+        self.x = self.x.to(device, dtype)
+        self.y = self.y.to(device, dtype) if self.y.is_floating_point() else self.y.to(device)
+        return self
+
+    def plan(self, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """The example indices of each inner step: a walk through reshuffled passes over the examples
+        (:func:`inner_batches`)."""
+        return inner_batches(len(self.x), batch_size, steps, generator)
+
+    def step_loss(self, model, batch: torch.Tensor, kind: str, reduction: str = "mean", autocast=None):
+        """(the inner objective on examples ``batch``: per-example losses reduced by ``reduction``, their mean
+        per example for reporting)."""
+        if autocast is None:
+            losses = example_losses(kind, model(self.x[batch]), self.y[batch])
+        else:
+            with autocast():
+                out = model(self.x[batch])
+            losses = example_losses(kind, out.float(), self.y[batch])
+        return reduce_batch(losses, reduction), losses.detach().mean()
+
+
+def inner_batches(num_examples: int, batch_size: int, num_batches: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """Index batches for the inner loop: a walk through shuffled passes over the task's examples.
+
+    Each pass is a fresh permutation; a batch may span the end of one pass and the start of the next
+    (reference ``_mini_batches`` without replacement), so no example repeats until all were used.
+
+    Returns:
+        ``num_batches`` int64 tensors of ``batch_size`` indices each.
+
+    Raises:
+        ValueError: a non-positive size.
+    """
+    if batch_size < 1 or num_batches < 1 or num_examples < 1:
+        raise ValueError("inner batches need positive sizes")
+    needed = batch_size * num_batches
+    passes = -(-needed // num_examples)
+    order = torch.cat([torch.randperm(num_examples, generator=generator) for _ in range(passes)])
+    return list(order[:needed].view(num_batches, batch_size))
 
 
 @dataclass
@@ -39,8 +91,9 @@ class EvalTask:
 class TaskFamily(Protocol):
     """What the trainer and evaluator need from a dataset: tasks by counter, a loss and a metric."""
 
-    kind: str  # "classification" or "regression"
-    metric: str  # "acc" (higher is better) or "mse" (lower is better)
+    kind: str  # "classification", "regression" or "rl"
+    metric: str  # "acc", "mse" or "return" (HIGHER_IS_BETTER says which way is better)
+    train_metric: str  # what the inner loop reports as train/<train_metric>: "loss" (supervised) or "return"
     ways: int  # logits of the model's head (1 for regression)
     splits: tuple[str, ...]  # the splits (or streams) it can draw evaluation tasks from
     checksum: str  # identifies the data (recorded in provenance and checkpoints)
@@ -82,7 +135,7 @@ class ClassPool:
         small = (self.count < needed).nonzero()
         if len(small):
             c = int(small[0])
-            raise DataError(
+            raise ConfigError(
                 f"class {self.names[c]!r} of split {split!r} has {int(self.count[c])} images but {what} needs "
                 f"{needed}: lower the shots or remove the class ({len(small)} classes too small)")
 
@@ -108,6 +161,7 @@ class ClassificationTasks:
 
     kind = "classification"
     metric = "acc"
+    train_metric = "loss"
 
     def __init__(self, pools: dict[str, ClassPool], ways: int, shots: int, query_shots: int,
                  train_shots: int, checksum: str = "", image_shape: tuple[int, int, int] | None = None,
@@ -227,9 +281,16 @@ class FixedEpisodes:
                 doc.get("episodes"), list) or not doc["episodes"]:
             raise DataError(f"eval.episodes_file={path}: not an episodes file (format {EPISODES_FORMAT!r} with a "
                             f"non-empty 'episodes' list; see reptile eval ... eval.save_episodes=FILE)")
+        if doc.get("version", 1) != 1:
+            raise DataError(f"eval.episodes_file={path} has format version {doc.get('version')!r}; this reptile "
+                            f"reads version 1")
         if doc.get("split", split) != split:
-            raise DataError(f"eval.episodes_file={path} holds episodes of split {doc['split']!r}: set "
-                            f"eval.split={doc['split']}")
+            raise ConfigError(f"eval.episodes_file={path} holds episodes of split {doc['split']!r}: set "
+                              f"eval.split={doc['split']}")
+        if doc.get("dataset") not in (None, getattr(family, "dataset_name", None)) and getattr(
+                family, "dataset_name", None):
+            raise DataError(f"eval.episodes_file={path} lists episodes of dataset {doc['dataset']!r}, not "
+                            f"{family.dataset_name!r}")
         if doc.get("content_sha256") and family.checksum and doc["content_sha256"] != family.checksum:
             raise DataError(f"eval.episodes_file={path} was made from other data (content sha256 "
                             f"{doc['content_sha256'][:16]}, this data {family.checksum[:16]}): image indices would "
@@ -249,16 +310,23 @@ class FixedEpisodes:
                 raise DataError(f"{where}: {err.args[0]!r} is missing or not a class of split {split!r}") from None
             except TypeError:
                 raise DataError(f"{where}: give 'classes', 'support' and 'query' lists") from None
+            if len(set(classes)) != len(classes):
+                twice = ", ".join(sorted({n for n in names if names.count(n) > 1}))
+                raise DataError(f"{where}: a class appears twice ({twice}); the N classes of an episode must be "
+                                f"distinct")
             if not (len(support) == len(query) == len(classes) == len(labels)) or sorted(labels) != list(
                     range(len(classes))):
                 raise DataError(f"{where}: 'classes', 'labels', 'support' and 'query' need one entry per class, "
                                 f"labels 0..N-1")
             ks = {len(s) for s in support} | {-len(q) for q in query}
             for c, s, q in zip(classes, support, query):
+                kinds = [i for i in (*s, *q) if type(i) is not int]
+                if kinds:
+                    raise DataError(f"{where}: image {kinds[0]!r} of class {pool.names[c]} is not an integer index")
                 if set(s) & set(q) or len(set(s)) != len(s) or len(set(q)) != len(q):
                     raise DataError(f"{where}: class {pool.names[c]} repeats an image (support and query must be "
                                     f"distinct images)")
-                bad = [i for i in (*s, *q) if not isinstance(i, int) or not 0 <= i < int(pool.count[c])]
+                bad = [i for i in (*s, *q) if not 0 <= i < int(pool.count[c])]
                 if bad:
                     raise DataError(f"{where}: image {bad[0]!r} of class {pool.names[c]}, which has "
                                     f"{int(pool.count[c])} images (indices 0..{int(pool.count[c]) - 1})")

@@ -36,6 +36,6 @@ def resolve_dataset_root(dataset_cfg) -> None:
     A relative path typed once must not name another folder when the run is resumed or evaluated from
     elsewhere; ``config.yaml`` and every checkpoint hold the resolved path.
     """
-    if dataset_cfg.name == "sine":
+    if dataset_cfg.name == "sine" or "root" not in dataset_cfg:  # generated tasks (sine, RL environments)
         return
     dataset_cfg.root = str(absolute(dataset_cfg.root) if dataset_cfg.root else default_data_root())

@@ -25,6 +25,7 @@ class SineTasks:
 
     kind = "regression"
     metric = "mse"
+    train_metric = "loss"
     ways = 1
     splits = ("val", "test")
     checksum = "generated:sine"

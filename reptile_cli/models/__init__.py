@@ -10,13 +10,15 @@ from torch import nn
 from reptile_cli.errors import ConfigError
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
+from reptile_cli.models.policy import PolicyMLP
 
 
 def check_input(cfg: Any, image_shape: tuple[int, int, int] | None,
                 features: tuple[int, int] | None = None) -> None:
     """Raise ConfigError when a conv model's input does not match the dataset's images (C, H, W), or an MLP's
     ``in_features`` / ``out_features`` the task family's (input, target) sizes ``features``."""
-    if cfg.name == "mlp" and features is not None and (cfg.in_features, cfg.out_features) != tuple(features):
+    if cfg.name in ("mlp", "policy") and features is not None and (cfg.in_features, cfg.out_features) != tuple(
+            features):
         raise ConfigError(f"model.in_features={cfg.in_features} model.out_features={cfg.out_features}: the tasks "
                           f"have {features[0]} input and {features[1]} target value(s) per example; set "
                           f"model.in_features={features[0]} model.out_features={features[1]}")
@@ -48,7 +50,14 @@ def build_model(cfg: Any, ways: int) -> nn.Module:
             return MLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    raise ConfigError(f"model.name={cfg.name!r} is not a known model: use conv4 or mlp (model=conv4_omniglot, ...)")
+    if cfg.name == "policy":
+        try:
+            return PolicyMLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation, cfg.distribution,
+                             cfg.init_log_std)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    raise ConfigError(f"model.name={cfg.name!r} is not a known model: use conv4, mlp or policy (model=conv4_omniglot, "
+                      f"...)")
 
 
 HEAD_INITS = ("zeros", "glorot")
