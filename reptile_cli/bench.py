@@ -40,11 +40,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.config import config_dir, register_configs
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.data.episodes import inner_batches
 from reptile_cli.data.paths import default_data_root
 from reptile_cli.device import keep_freed_memory
 from reptile_cli.evaluate import Evaluator
+from reptile_cli.families import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.losses import loss_reduction
 from reptile_cli.models import build_model, place

@@ -27,13 +27,13 @@ from reptile_cli import locks, rng
 from reptile_cli.applicability import check_applicable
 from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import EvalConfig, TrainCommand, to_plain
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.data.episodes import EPISODES_FORMAT, METRIC_NAMES, FixedEpisodes
 from reptile_cli.data.paths import absolute, resolve_dataset_root
 from reptile_cli.device import precision, resolve_device
 from reptile_cli.distributed import init_from_env, shutdown, world_size_from_env
 from reptile_cli.errors import ConfigError, DataError, ReptileError
 from reptile_cli.evaluate import large_batch_notes, make_evaluator, summarize, write_eval_json
+from reptile_cli.families import build_task_family
 from reptile_cli.models import build_model, check_input, place, replace_head
 from reptile_cli.rundir import read_state, record_failure, remove_stale_temporaries, write_json
 

@@ -299,10 +299,12 @@ def expected_cost(c: Cell, records: Path | None = None) -> dict:
     if records is not None:
         for other in CELLS:
             rec = Path(records) / other.name / "record.json"
-            if other.train == c.train and rec.is_file():
-                doc = json.loads(rec.read_text())
-                rate = doc["training"]["meta_iterations_per_second"] or rate
-                where = f"the record of {other.name}"
+            if other.train != c.train or not rec.is_file():
+                continue
+            measured = json.loads(rec.read_text()).get("training", {}).get("meta_iterations_per_second")
+            if measured:  # a record of a cell that was run (a not-run record has no training)
+                rate, where = measured, f"measured in the {c.train} training"
+                break
     if rate is None:
         cpu = "not measured"
     else:

@@ -24,12 +24,12 @@ from reptile_cli.applicability import check_applicable
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from reptile_cli.config import TrainCommand, to_plain
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.data.episodes import HIGHER_IS_BETTER
 from reptile_cli.device import precision, resolve_device, seeded
 from reptile_cli.distributed import Distributed, check_meta_batch
 from reptile_cli.errors import EXIT_STOPPED, ConfigError, DataError, ReptileError
 from reptile_cli.evaluate import check_eval, large_batch_notes, make_evaluator, write_eval_json
+from reptile_cli.families import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.losses import loss_reduction
 from reptile_cli.models import build_model, check_input, place

@@ -36,8 +36,9 @@ RL = ["experiment=rl_nav2d", "dataset.horizon=10", "dataset.rollouts=3", "traine
       "trainer.meta_batch_size=2", "eval.val_episodes=2", "eval.inner_steps=1", "trainer.progress=false"]
 CART = ["experiment=rl_cartpole", "dataset.horizon=20", "dataset.rollouts=3", "trainer.meta_iters=2",
         "trainer.meta_batch_size=2", "eval.val_episodes=2", "eval.inner_steps=1", "trainer.progress=false"]
-CONTEXTS = {"nav2d (policy, sgd)": RL, "cartpole (policy, sgd)": CART, "omniglot_small (conv4, batched)": SMALL, "omniglot_small (conv4, sequential)": SMALL +
-            ["trainer.path=sequential"], "sine (mlp, sgd)": SINE, "folder, seeded split (conv4)": FOLDER,
+CONTEXTS = {"nav2d (policy, sgd)": RL, "cartpole (policy, sgd)": CART, "omniglot_small (conv4, batched)": SMALL,
+            "omniglot_small (conv4, sequential)": SMALL + ["trainer.path=sequential"],
+            "sine (mlp, sgd)": SINE, "folder, seeded split (conv4)": FOLDER,
             "omniglot full, reptile split (conv4)": ["experiment=omniglot_5w1s", "trainer.meta_iters=2",
                                                      "trainer.progress=false", "trainer.checkpoint_every=1"]}
 
@@ -236,7 +237,8 @@ def compose_train(overrides):
 
 
 def context_overrides(context: str, roots: Path) -> list[str]:
-    extra = {"nav2d": [], "cartpole": [], "omniglot_small": [f"dataset.root={roots / 'small'}"], "folder": [f"dataset.root={roots / 'tree'}"],
+    extra = {"nav2d": [], "cartpole": [], "omniglot_small": [f"dataset.root={roots / 'small'}"],
+             "folder": [f"dataset.root={roots / 'tree'}"],
              "omniglot full": [f"dataset.root={roots / 'full'}", "episode.train_shots=2", "episode.query_shots=1"],
              "sine": []}
     return CONTEXTS[context] + next(v for k, v in extra.items() if context.startswith(k))

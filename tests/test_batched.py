@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step, stack
 from reptile_cli.config import EpisodeConfig, ImageDataConfig, TrainerConfig
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.data.episodes import inner_batches
+from reptile_cli.families import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP

@@ -5,9 +5,10 @@ import torch
 from omegaconf import OmegaConf
 
 from reptile_cli.config import EpisodeConfig, ImageDataConfig, SineDataConfig
-from reptile_cli.data.datasets import build_task_family, character_of
+from reptile_cli.data.datasets import character_of
 from reptile_cli.data.sine import SineTasks
 from reptile_cli.errors import ConfigError, DataError
+from reptile_cli.families import build_task_family
 from tests.conftest import write_store
 
 

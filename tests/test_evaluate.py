@@ -6,8 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from reptile_cli.config import EpisodeConfig, EvalConfig, ImageDataConfig, TrainerConfig
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.evaluate import Evaluator, predict
+from reptile_cli.families import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.reptile import get_params

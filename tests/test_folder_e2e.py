@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from reptile_cli.config import EpisodeConfig, EvalConfig, ImageDataConfig, TrainerConfig
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.errors import ConfigError, DataError
 from reptile_cli.evaluate import Evaluator
+from reptile_cli.families import build_task_family
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.reptile import get_params
 from tests.conftest import SHARED_DATA

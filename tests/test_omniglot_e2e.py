@@ -92,7 +92,7 @@ def split_counts(root, **data):
     from omegaconf import OmegaConf
 
     from reptile_cli.config import EpisodeConfig, ImageDataConfig
-    from reptile_cli.data.datasets import build_task_family
+    from reptile_cli.families import build_task_family
 
     fam = build_task_family(OmegaConf.structured(ImageDataConfig(name="omniglot", root=str(root), **data)),
                             OmegaConf.structured(EpisodeConfig()))

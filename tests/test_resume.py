@@ -97,8 +97,8 @@ def test_sigint_stops_cleanly_and_resumes(cli, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
-    message = [line for line in err.splitlines() if "error" in line]
-    assert len(message) == 1 and "trainer.resume=" in message[0]
+    message = [line for line in err.splitlines() if line.startswith("reptile: ")]
+    assert len(message) == 1 and message[0].startswith("reptile: stopped:") and "trainer.resume=" in message[0]
     state = json.loads((run / "state.json").read_text())
     assert state["state"] == "stopped" and 300 <= state["iteration"] < 1500
     assert load_checkpoint(run / "last.pt")["iteration"] == state["iteration"]

@@ -13,8 +13,8 @@ from PIL import Image
 
 from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import EpisodeConfig, EvalConfig, ImageDataConfig, TrainerConfig
-from reptile_cli.data.datasets import build_task_family
 from reptile_cli.evaluate import Evaluator, auto_chunk_size, large_batch_notes
+from reptile_cli.families import build_task_family
 from reptile_cli.models import replace_head
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.reptile import get_params
@@ -212,3 +212,22 @@ def test_other_n_and_fixed_episodes_cli(cli, tmp_path, small_store):
     assert r.returncode == 1 and "repeats an image" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("eval", str(run / "last.pt"), "eval.episodes_file=eps.json", "episode.shots=2", cwd=tmp_path)
     assert r.returncode == 2 and "set episode.ways=5 episode.shots=1" in r.stderr
+
+
+def test_pixels_changed_after_preparation_are_refused(tmp_path, monkeypatch):
+    """A prepared file keeps its source checksum as a label; pixels edited afterwards would pass as the same
+    data, so the file's pixel record is checked when it is opened."""
+    import h5py
+
+    from reptile_cli.errors import DataError
+
+    monkeypatch.setenv("REPTILE_DATA", str(tmp_path / "cache"))
+    tree = make_tree(tmp_path / "tree", 0, classes=5, per_class=4)
+    cfg = OmegaConf.structured(ImageDataConfig(name="folder", split="auto", root=str(tree)))
+    episode = OmegaConf.structured(EpisodeConfig(ways=1, train_shots=1, shots=1, query_shots=1))
+    build_task_family(cfg, episode)  # prepares the cache and opens it: fine
+    (cached,) = (tmp_path / "cache" / "folder").glob("*.h5")
+    with h5py.File(cached, "r+") as f:
+        f["images"][0] = 255 - f["images"][0]
+    with pytest.raises(DataError, match="was changed after it was prepared"):
+        build_task_family(cfg, episode)

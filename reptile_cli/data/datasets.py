@@ -10,6 +10,7 @@ Whatever the split, no character may sit in two splits; this is checked every ti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,35 @@ class ImageStore:
         except OSError as err:
             raise DataError(f"cannot read {path} ({err}): delete it and prepare the dataset again; {hint}") from None
         self.start, self.count = start[:-1], start[1:] - start[:-1]
+        self.check_pixels(hint)
         self.image_shape = tuple(int(s) for s in shape[1:])  # (H, W, C)
         self._file = None
         if self.images is None:
             self.images = self
+
+    def check_pixels(self, hint: str) -> None:
+        """Refuse a file whose pixels changed after it was prepared: its ``content_sha256`` (of the source
+        files) would still name the data it held then. Files prepared before ``pixels_sha256`` was recorded are
+        not checked.
+
+        Raises:
+            DataError: the pixels no longer match their record.
+        """
+        expected = self.attrs.get("pixels_sha256")
+        if not expected:
+            return
+        digest = hashlib.sha256()
+        if isinstance(self.images, torch.Tensor):
+            for i in range(0, len(self.images), 4096):
+                digest.update(self.images[i:i + 4096].numpy().tobytes())
+        else:
+            with h5py.File(self.path, "r") as f:
+                images = f["images"]
+                for i in range(0, images.shape[0], 4096):
+                    digest.update(np.ascontiguousarray(images[i:i + 4096]).tobytes())
+        if digest.hexdigest() != str(expected):
+            raise DataError(f"{self.path} was changed after it was prepared (its pixels no longer match the record "
+                            f"made then): delete it and prepare the dataset again; {hint}")
 
     def take(self, idx: list[int]) -> torch.Tensor:
         """Lazily read images ``idx`` -> uint8 ``[len(idx), H, W, C]``, one chunk (image) at a time.
@@ -186,8 +212,9 @@ def stored_split(store: ImageStore, cfg) -> dict[str, list[tuple[int, int]]]:
 OMNIGLOT_VARIANTS = {"omniglot": "full", "omniglot_small": "small"}
 
 
-def build_task_family(dataset_cfg, episode_cfg, root: str | None = None, checked: tuple[str, ...] | None = None):
-    """The task family a config describes.
+def build_data_family(dataset_cfg, episode_cfg, root: str | None = None, checked: tuple[str, ...] | None = None):
+    """The data task family (sine or images) a config describes; :func:`reptile_cli.families.build_task_family`
+    also covers the RL families.
 
     Args:
         dataset_cfg: the ``dataset`` node.
@@ -204,10 +231,6 @@ def build_task_family(dataset_cfg, episode_cfg, root: str | None = None, checked
     name = dataset_cfg.name
     if name == "sine":
         return SineTasks(dataset_cfg, episode_cfg.shots, episode_cfg.train_shots)
-    if "horizon" in dataset_cfg:  # an RL task family: environments, not data
-        from reptile_cli.rl.tasks import build_rl_family
-
-        return build_rl_family(dataset_cfg)
     data_root = Path(root or dataset_cfg.root or default_data_root()).expanduser()
     if name in OMNIGLOT_VARIANTS:
         variant = OMNIGLOT_VARIANTS[name]

@@ -20,6 +20,7 @@ Files are written under a temporary name beside their destination, fsynced and r
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -141,6 +142,7 @@ def write_images_h5(
                 compression_opts=compression_opts if (num_images and compression == "gzip") else None,
             )
             buffer = np.empty((min(batch, max(num_images, 1)), size, size, channels), dtype=np.uint8)
+            pixels = hashlib.sha256()  # of the pixels as stored: ImageStore checks them when it opens the file
             done = filled = 0
             for image in images:
                 if done + filled >= num_images:
@@ -154,11 +156,13 @@ def write_images_h5(
                 buffer[filled] = image
                 filled += 1
                 if filled == len(buffer):
+                    pixels.update(buffer.tobytes())
                     dset[done : done + filled] = buffer
                     done += filled
                     bar.advance(task, filled)
                     filled = 0
             if filled:
+                pixels.update(buffer[:filled].tobytes())
                 dset[done : done + filled] = buffer[:filled]
                 done += filled
                 bar.advance(task, filled)
@@ -176,6 +180,7 @@ def write_images_h5(
                     **dict(attrs),
                     "num_classes": len(counts),
                     "num_images": num_images,
+                    "pixels_sha256": pixels.hexdigest(),
                 }
             )
         with open(tmp, "rb+") as f:

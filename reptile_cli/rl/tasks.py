@@ -209,6 +209,12 @@ class CartPoleTasks(RLTasks):
 FAMILIES = {"nav2d": Nav2DTasks, "cartpole": CartPoleTasks}
 
 
+def is_rl_config(dataset_cfg) -> bool:
+    """Whether a ``dataset`` node describes an RL task family (its schema has a ``horizon``: environments, not
+    data)."""
+    return "horizon" in dataset_cfg
+
+
 def build_rl_family(dataset_cfg) -> RLTasks:
     """The RL task family named by ``dataset.name``.
 
