@@ -515,6 +515,11 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
         summary_b = results[1].summary()
         extra["comparison"] = {"checkpoint_b": str(paths[1]), "b": summary_b, "per_task_b": results[1].after,
                                "paired_difference": {"mean": mean, "ci95": ci, "of": "A - B"}}
+        curves = (getattr(results[0], "curve", None), getattr(results[1], "curve", None))
+        if curves[0] and curves[1]:  # RL: the paired difference after each adaptation step, same tasks
+            extra["comparison"]["paired_curve"] = [
+                {"step": j, **dict(zip(("mean", "ci95"), summarize([a[j] - b[j] for a, b in zip(*curves)])))}
+                for j in range(len(curves[0][0]))]
     output.parent.mkdir(parents=True, exist_ok=True)
     write_eval_json(output, summary, split=merged.eval.split, checkpoint=Path(paths[0]).resolve(),
                     iteration=ckpt["iteration"], cfg=merged, **extra)
@@ -573,4 +578,6 @@ def print_summary(summary: dict, title: str, cfg: DictConfig | None = None, comp
         table.add_row(f"B: {comparison['checkpoint_b']}", _fmt(metric, b["mean"], b["ci95"]))
         d = comparison["paired_difference"]
         table.add_row("paired difference A - B", _fmt(metric, d["mean"], d["ci95"]))
+        for point in comparison.get("paired_curve", [])[:-1]:  # RL: A - B after each earlier adaptation step
+            table.add_row(f"  A - B after {point['step']} step(s)", _fmt(metric, point["mean"], point["ci95"]))
     Console().print(table)

@@ -166,6 +166,11 @@ def test_train_resume_exactly_and_evaluate_the_curve(cli, tmp_path):
     assert ev["adaptation_curve"][0]["mean"] == pytest.approx(ev["before_adaptation"]["mean"])
     assert ev["adaptation_curve"][-1]["mean"] == pytest.approx(ev["mean"])
     assert len(ev["comparison"]["per_task_b"]) == 4 and "paired_difference" in ev["comparison"]
+    paired = ev["comparison"]["paired_curve"]  # per adaptation step, A - B on the same tasks
+    assert [p["step"] for p in paired] == [0, 1, 2]
+    assert paired[-1]["mean"] == pytest.approx(ev["comparison"]["paired_difference"]["mean"])
+    assert paired[0]["mean"] == pytest.approx(ev["before_adaptation"]["mean"]
+                                              - ev["comparison"]["b"]["before_adaptation"]["mean"])
     assert (tmp_path / "ev_adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = cli("eval", str(ref / "last.pt"), "eval.episodes=4", "eval.transductive=true", cwd=tmp_path)
     assert r.returncode == 2 and "does not apply" in r.stderr
