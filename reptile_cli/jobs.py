@@ -78,6 +78,7 @@ def _guard(job, cfg: DictConfig):
         return job(cfg, run_dir)
     except BaseException as err:  # noqa: BLE001 - a sweep must go on past a crashed job
         if not _in_multirun():
+            _note_in_log_file(err)
             _pending.append(err)
             return None
         stopped = isinstance(err, ReptileError) and err.exit_code == 3
@@ -91,6 +92,19 @@ def _guard(job, cfg: DictConfig):
             raise SweepInterrupted(f"sweep interrupted in {run_dir.parent}: job {run_dir.name} stopped and kept "
                                    f"its last.pt (resume it with reptile train trainer.resume={run_dir}); "
                                    f"the jobs after it did not run") from None
+
+
+def _note_in_log_file(err: BaseException) -> None:
+    """Append why a single run ended to its log file, when the run has one (the CLI prints the same line on
+    stderr; the console handler is left out so that it is printed once). A call that logged nothing before
+    failing still leaves no log file."""
+    stopped = isinstance(err, ReptileError) and err.exit_code == 3
+    text = str(err) if isinstance(err, ReptileError) else f"{type(err).__name__}: {err}"
+    record = log.makeRecord(log.name, logging.WARNING if stopped else logging.ERROR, __file__, 0,
+                            ("stopped: " if stopped else "error: ") + text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            handler.handle(record)
 
 
 def configure_threads(requested: int) -> int:

@@ -113,6 +113,9 @@ def test_max_time_stops_with_exit_3(cli, tmp_path):
     assert r.returncode == 3 and "trainer.max_time" in r.stderr
     assert "add trainer.max_time=null" in r.stderr  # the resume hint says the limit applies again
     assert json.loads((tmp_path / "r" / "state.json").read_text())["state"] == "stopped"
+    last = (tmp_path / "r" / "train.log").read_text().splitlines()[-1]  # the log says why the run ended, too
+    assert "[WARNING] - stopped: stopped by trainer.max_time=2s" in last
+    assert "stopped by trainer.max_time" not in r.stdout  # printed once, on stderr
 
 
 def test_resume_refuses_other_settings(cli, tmp_path):
