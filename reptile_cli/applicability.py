@@ -128,9 +128,17 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
               "the policy-gradient surrogate averages over the episodes' steps")
         inert("trainer", "inner_batch_size", t["inner_batch_size"], DEFAULTS["trainer"]["inner_batch_size"],
               "an RL inner step uses dataset.rollouts episodes, not a minibatch")
+        inert("eval", "inner_batch_size", e.get("inner_batch_size"), DEFAULTS["eval"]["inner_batch_size"],
+              "an RL adaptation step uses dataset.rollouts episodes, not a minibatch")
     elif ep["ways"] < 2:
         out.append(("episode.ways", f"episode.ways={ep['ways']}: a 1-way task is solved without learning anything "
                                     f"(loss 0, accuracy 100%); use 2 or more"))
+
+    if regression or rl:  # refused before any work (the evaluation would otherwise run, then fail)
+        for key in ("episodes_file", "save_episodes"):
+            inert("eval", key, e.get(key), None, f"{d['name']} tasks are generated from seeded streams (the same "
+                                                 f"eval.seed gives the same tasks); fixed episodes are for "
+                                                 f"classification datasets")
 
     td, ed = DEFAULTS["trainer"], DEFAULTS["eval"]
     if t["inner_optimizer"] == "sgd":

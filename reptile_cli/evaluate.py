@@ -315,8 +315,12 @@ def task_scores(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> list
     return ((outputs.double() - targets.double()) ** 2).flatten(1).mean(-1).tolist()
 
 
-def task_settings(cfg) -> dict:
-    """The settings that define an evaluation's tasks and adaptation, for ``eval.json``."""
+def task_settings(cfg, family=None) -> dict:
+    """The settings that define an evaluation's tasks and adaptation, for ``eval.json``. A family whose tasks are
+    not N-way K-shot episodes (RL) gives its own, through an optional ``task_settings(cfg)`` method."""
+    own = getattr(family, "task_settings", None)
+    if own is not None:
+        return own(cfg)
     e = cfg.eval
     return {"dataset": cfg.dataset.name, "split_scheme": cfg.dataset.get("split"),
             "split_seed": cfg.dataset.get("split_seed"),
@@ -330,9 +334,10 @@ def task_settings(cfg) -> dict:
             "seed": e.seed}
 
 
-def write_eval_json(path, summary: dict, *, split: str, checkpoint, iteration: int, cfg, **extra) -> None:
+def write_eval_json(path, summary: dict, *, split: str, checkpoint, iteration: int, cfg, family=None,
+                    **extra) -> None:
     """Write ``eval.json``: metric, mean, ci95 (1.96 * s / sqrt(n) over tasks), episodes, task settings,
     checkpoint path and iteration, plus ``extra`` (per-task scores, a paired comparison)."""
     write_json(path, {**summary, "split": split, "ci_method": "1.96 * sample std / sqrt(episodes), over tasks",
-                      "settings": task_settings(cfg), "checkpoint": str(checkpoint), "iteration": iteration,
+                      "settings": task_settings(cfg, family), "checkpoint": str(checkpoint), "iteration": iteration,
                       **extra})

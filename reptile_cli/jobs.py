@@ -350,7 +350,8 @@ def fixed_episodes(family, merged: DictConfig, cfg: DictConfig):
     """
     e = merged.eval
     if family.kind != "classification":
-        raise ConfigError("eval.episodes_file applies to classification datasets (sine tasks are generated)")
+        raise ConfigError(f"eval.episodes_file applies to classification datasets ({merged.dataset.name} tasks are "
+                          f"generated from seeded streams: the same eval.seed gives the same tasks)")
     if e.save_episodes:
         raise ConfigError("eval.save_episodes writes drawn episodes; with eval.episodes_file they are already in "
                           "a file: give one of the two")
@@ -376,7 +377,8 @@ def save_episodes(family, merged: DictConfig, path: Path) -> Path:
         ConfigError: a task family without named images (sine).
     """
     if not hasattr(family, "episode_ids"):
-        raise ConfigError("eval.save_episodes applies to classification datasets (sine tasks are generated)")
+        raise ConfigError(f"eval.save_episodes applies to classification datasets ({merged.dataset.name} tasks "
+                          f"are generated from seeded streams: the same eval.seed gives the same tasks)")
     e = merged.eval
     doc = {"format": EPISODES_FORMAT, "version": 1, "dataset": merged.dataset.name, "split": e.split,
            "content_sha256": family.checksum, "drawn_with": {"seed": e.seed, "ways": family.ways,
@@ -491,10 +493,11 @@ def remove_stub(out_dir: Path) -> None:
 
 def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
     paths = [cfg.checkpoint] + ([cfg.checkpoint_b] if cfg.checkpoint_b else [])
-    results, loaded = [], []
+    results, loaded, families = [], [], []
     for path in paths:
         ckpt, merged, family, model, data = load_for_eval(path, cfg)
         loaded.append((ckpt, merged, data))
+        families.append(family)
         device = next(model.parameters()).device
         dtype, autocast = precision(merged.dtype, device)
         e = merged.eval
@@ -536,7 +539,7 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
                 for j in range(len(curves[0][0]))]
     output.parent.mkdir(parents=True, exist_ok=True)
     write_eval_json(output, summary, split=merged.eval.split, checkpoint=Path(paths[0]).resolve(),
-                    iteration=ckpt["iteration"], cfg=merged, **extra)
+                    iteration=ckpt["iteration"], cfg=merged, family=families[0], **extra)
     title = f"{merged.eval.split} split, {summary['episodes']} tasks, iteration {ckpt['iteration']}"
     if "adaptation_curve" in summary:  # RL: the return against adaptation steps, beside eval.json
         from reptile_cli.plots import plot_adaptation

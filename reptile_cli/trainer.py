@@ -278,7 +278,8 @@ class Trainer:
                               f"complete: evaluate it, or finish with: reptile train {hint}", by_signal=True) from None
             if self.main:
                 write_eval_json(self.run_dir / "eval.json", summary, split="val",
-                                checkpoint=self.run_dir / "last.pt", iteration=self.iteration, cfg=cfg)
+                                checkpoint=self.run_dir / "last.pt", iteration=self.iteration, cfg=cfg,
+                                family=self.family)
         self.write_state("completed", iteration=self.iteration, best_metric=self.best,
                          best_iteration=self.best_iteration)
         return summary

@@ -181,6 +181,7 @@ AUDIT = [
     ("nav2d (policy, sgd)", "eval.chunk_size=4", R),
     ("nav2d (policy, sgd)", "eval.path=sequential", R),
     ("nav2d (policy, sgd)", "eval.inner_steps=2", E),
+    ("nav2d (policy, sgd)", "eval.inner_batch_size=3", R),
     ("nav2d (policy, sgd)", "eval.seed=1", E),
     ("cartpole (policy, sgd)", "dataset.length_min=0.8", E),
     ("cartpole (policy, sgd)", "dataset.length_max=0.2", C),

@@ -174,3 +174,8 @@ def test_train_resume_exactly_and_evaluate_the_curve(cli, tmp_path):
     assert (tmp_path / "ev_adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = cli("eval", str(ref / "last.pt"), "eval.episodes=4", "eval.transductive=true", cwd=tmp_path)
     assert r.returncode == 2 and "does not apply" in r.stderr
+    assert ev["settings"]["horizon"] == 20 and ev["settings"]["rollouts"] == 5 and "ways" not in ev["settings"]
+    for bad in ("eval.inner_batch_size=3", "eval.save_episodes=eps.json", "eval.episodes_file=eps.json"):
+        r = cli("eval", str(ref / "last.pt"), "eval.episodes=4", bad, "output=bad/ev.json", cwd=tmp_path)
+        assert r.returncode == 2 and "does not apply" in r.stderr and len(r.stderr.strip().splitlines()) == 1, bad
+        assert not (tmp_path / "bad").exists() and not (tmp_path / "eps.json").exists()  # refused before any work

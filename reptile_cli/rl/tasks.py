@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from reptile_cli import rng
@@ -110,6 +111,16 @@ class RLTasks:
     @property
     def evaluator(self):
         return AdaptationEvaluator
+
+    def task_settings(self, cfg) -> dict:
+        """What defines this family's evaluation tasks and their adaptation, for ``eval.json`` (the whole
+        ``dataset`` node: environment, horizon, rollouts, discount and its task ranges)."""
+        e, t = cfg.eval, cfg.trainer
+        return {"dataset": cfg.dataset.name, **{k: v for k, v in OmegaConf.to_container(cfg.dataset).items()
+                                                 if k != "name"},
+                "inner_steps": e.inner_steps, "inner_state": str(getattr(e.inner_state, "value", e.inner_state)),
+                "inner_optimizer": str(getattr(t.inner_optimizer, "value", t.inner_optimizer)),
+                "inner_lr": t.inner_lr, "seed": e.seed}
 
     def draw(self, generator: torch.Generator) -> dict:
         raise NotImplementedError
