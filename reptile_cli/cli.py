@@ -47,7 +47,8 @@ def one_line(err: BaseException) -> str:
         if e is None:
             continue
         text = "\n".join(line for line in str(e).splitlines()
-                         if not re.match(r"\s*(full_key|object_type|reference_type|msg)\s*[:=]", line))
+                         if not re.match(r"\s*(full_key|object_type|reference_type|msg)\s*[:=]", line)
+                         and not re.fullmatch(r"\s*\w+_schema\s*", line))  # schemas are not options to pick
         text = text.split("Config search path:")[0]
         text = re.sub(r"\s*To append to your config use \+\S+", "", text)
         if text.strip() and text.strip() not in " ".join(parts):
@@ -335,7 +336,8 @@ def resume_overrides(args: list[str]) -> list[str]:
 @app.command("eval", context_settings=PASS_THROUGH)
 def evaluate(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt) or run directory (uses its last.pt).")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint (.pt) or run directory (uses its last.pt).",
+                                              metavar="CHECKPOINT [CHECKPOINT_B] [OVERRIDES]...")],
     multirun: Annotated[bool, MULTIRUN] = False,
     cfg: Annotated[str | None, CFG] = None,
 ):

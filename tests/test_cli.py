@@ -52,6 +52,12 @@ def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "init.pt").exists()
 
 
+def test_unknown_group_option_lists_what_can_be_picked(cli, tmp_path):
+    r = cli("train", "dataset=nav3d", cwd=tmp_path)
+    assert r.returncode == 2 and "Available options in 'dataset': cartpole folder miniimagenet nav2d" in r.stderr
+    assert "_schema" not in r.stderr  # the structured schemas behind the configs are not options
+
+
 def test_trace_switch_shows_the_traceback(cli, tmp_path):
     r = cli("--trace", "train", "experiment=sine", "trainer.inner_lrr=1", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
