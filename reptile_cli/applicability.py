@@ -120,10 +120,9 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
         for key, default in (("ways", 5), ("shots", 1), ("query_shots", 1), ("train_shots", 10)):
             inert("episode", key, ep[key], default, why)
         inert("eval", "transductive", e.get("transductive"), False, "a policy has no batch norm to share")
-        inert("eval", "chunk_size", e.get("chunk_size"), DEFAULTS["eval"]["chunk_size"],
-              "RL tasks are evaluated one at a time (their episodes are collected step after step)")
-        inert("eval", "path", e.get("path"), DEFAULTS["eval"]["path"],
-              "RL tasks are evaluated one at a time (their episodes are collected step after step)")
+        for key in ("chunk_size", "path"):
+            inert("eval", key, e.get(key), DEFAULTS["eval"][key],
+                  "RL tasks are evaluated one at a time (their episodes are collected step after step)")
         inert("trainer", "loss_reduction", t["loss_reduction"], "mean",
               "the policy-gradient surrogate averages over the episodes' steps")
         inert("trainer", "inner_batch_size", t["inner_batch_size"], DEFAULTS["trainer"]["inner_batch_size"],

@@ -290,10 +290,10 @@ def large_batch_notes(trainer_cfg, eval_cfg, family) -> list[str]:
     ``loss_reduction=mean`` with batch norm that equals a batch of the distinct examples, at that many times
     the cost; under ``sum`` the gradient is that many times larger.
     """
-    notes = []
-    regression = family.kind != "classification"
     if family.kind == "rl":  # an RL step uses its episodes, not a minibatch
         return []
+    notes = []
+    regression = family.kind != "classification"
     support = family.shots * (1 if regression else family.ways)
     train = (family.train_shots if hasattr(family, "train_shots") else 0) * (1 if regression else family.ways)
     for key, batch, examples, what in (("trainer.inner_batch_size", trainer_cfg.inner_batch_size, train,

@@ -345,13 +345,10 @@ def fixed_episodes(family, merged: DictConfig, cfg: DictConfig):
     configured; ``eval.episodes`` becomes the file's count).
 
     Raises:
-        ConfigError / DataError: a regression family, other N / K / Q than configured, a count other than the
-            file's, or a bad file (:class:`reptile_cli.data.episodes.FixedEpisodes`).
+        ConfigError / DataError: other N / K / Q than configured, a count other than the file's, or a bad file
+            (:class:`reptile_cli.data.episodes.FixedEpisodes`).
     """
-    e = merged.eval
-    if family.kind != "classification":
-        raise ConfigError(f"eval.episodes_file applies to classification datasets ({merged.dataset.name} tasks are "
-                          f"generated from seeded streams: the same eval.seed gives the same tasks)")
+    e = merged.eval  # a family without fixed episodes (sine, RL) was refused up front (applicability.py)
     if e.save_episodes:
         raise ConfigError("eval.save_episodes writes drawn episodes; with eval.episodes_file they are already in "
                           "a file: give one of the two")
@@ -372,14 +369,8 @@ def fixed_episodes(family, merged: DictConfig, cfg: DictConfig):
 def save_episodes(family, merged: DictConfig, path: Path) -> Path:
     """Write the evaluation's drawn episodes (tasks 0..episodes-1 of stream (eval.seed, eval.split)) to
     ``path`` in the format ``eval.episodes_file`` reads; evaluating that file gives the same per-task results.
-
-    Raises:
-        ConfigError: a task family without named images (sine).
     """
-    if not hasattr(family, "episode_ids"):
-        raise ConfigError(f"eval.save_episodes applies to classification datasets ({merged.dataset.name} tasks "
-                          f"are generated from seeded streams: the same eval.seed gives the same tasks)")
-    e = merged.eval
+    e = merged.eval  # a family without named images (sine, RL) was refused up front (applicability.py)
     doc = {"format": EPISODES_FORMAT, "version": 1, "dataset": merged.dataset.name, "split": e.split,
            "content_sha256": family.checksum, "drawn_with": {"seed": e.seed, "ways": family.ways,
                                                              "shots": family.shots, "query_shots": family.query_shots},
@@ -532,7 +523,7 @@ def _eval(cfg: DictConfig, out_dir: Path, dist, output: Path) -> dict:
         summary_b = results[1].summary()
         extra["comparison"] = {"checkpoint_b": str(paths[1]), "b": summary_b, "per_task_b": results[1].after,
                                "paired_difference": {"mean": mean, "ci95": ci, "of": "A - B"}}
-        curves = (getattr(results[0], "curve", None), getattr(results[1], "curve", None))
+        curves = (results[0].curve, results[1].curve)
         if curves[0] and curves[1]:  # RL: the paired difference after each adaptation step, same tasks
             extra["comparison"]["paired_curve"] = [
                 {"step": j, **dict(zip(("mean", "ci95"), summarize([a[j] - b[j] for a, b in zip(*curves)])))}

@@ -287,8 +287,8 @@ class FixedEpisodes:
         if doc.get("split", split) != split:
             raise ConfigError(f"eval.episodes_file={path} holds episodes of split {doc['split']!r}: set "
                               f"eval.split={doc['split']}")
-        if doc.get("dataset") not in (None, getattr(family, "dataset_name", None)) and getattr(
-                family, "dataset_name", None):
+        name = getattr(family, "dataset_name", None)
+        if name and doc.get("dataset") not in (None, name):
             raise DataError(f"eval.episodes_file={path} lists episodes of dataset {doc['dataset']!r}, not "
                             f"{family.dataset_name!r}")
         if doc.get("content_sha256") and family.checksum and doc["content_sha256"] != family.checksum:
@@ -320,9 +320,9 @@ class FixedEpisodes:
                                 f"labels 0..N-1")
             ks = {len(s) for s in support} | {-len(q) for q in query}
             for c, s, q in zip(classes, support, query):
-                kinds = [i for i in (*s, *q) if type(i) is not int]
-                if kinds:
-                    raise DataError(f"{where}: image {kinds[0]!r} of class {pool.names[c]} is not an integer index")
+                not_ints = [i for i in (*s, *q) if type(i) is not int]
+                if not_ints:
+                    raise DataError(f"{where}: image {not_ints[0]!r} of class {pool.names[c]} is not an integer index")
                 if set(s) & set(q) or len(set(s)) != len(s) or len(set(q)) != len(q):
                     raise DataError(f"{where}: class {pool.names[c]} repeats an image (support and query must be "
                                     f"distinct images)")
