@@ -20,11 +20,13 @@ from omegaconf import OmegaConf
 
 from reptile_cli.config import EvalConfig, ImageDataConfig, ModelConfig, SineDataConfig, TrainerConfig, to_plain
 from reptile_cli.errors import ConfigError
+from reptile_cli.models import MODELS, SUGGEST
 
-CONV_KEYS = ("in_channels", "image_size", "filters", "stride", "max_pool", "bn_eps")
-MLP_KEYS = ("hidden", "activation", "in_features", "out_features")
+# each model.* key -> the models that read it (a key no model of the run reads must keep its default)
+MODEL_KEY_OWNERS = {key: [name for name, spec in MODELS.items() if key in spec.keys]
+                    for key in dict.fromkeys(k for spec in MODELS.values() for k in spec.keys)}
+
 ADAM_KEYS = ("adam_beta1", "adam_beta2", "adam_eps", "adam_eps_convention")
-POLICY_KEYS = ("distribution", "init_log_std")
 # a model that cannot serve the task family at all: refused however it was chosen (a preset, model=...)
 ALWAYS = {"model.name", "model.distribution"}
 
@@ -79,32 +81,20 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
                   "the Vinyals split lists its rotated classes itself")
 
     md = DEFAULTS["model"]
-    if m["name"] != "policy":
-        for key in POLICY_KEYS:
-            inert("model", key, m.get(key), md[key], "it is a setting of model.name=policy (RL)")
-    if rl and m["name"] != "policy":
-        out.append(("model.name", f"model.name={m['name']} is not a policy: RL task families need model.name=policy "
-                                  f"(model=policy_{d['name']})"))
+    spec = MODELS.get(m["name"])  # an unknown name is refused by build_model
+    if spec is not None:
+        for key, owners in MODEL_KEY_OWNERS.items():
+            if key not in spec.keys:
+                inert("model", key, m.get(key), md[key],
+                      f"it is a setting of model.name={' or '.join(owners)}, this model is {spec.what}")
+        if family.kind not in spec.kinds:
+            suggest = SUGGEST[family.kind].replace("<dataset>", d["name"])
+            out.append(("model.name", f"model.name={m['name']} does not apply to dataset={d['name']}: it is "
+                                      f"{spec.what}, for {' or '.join(spec.kinds)} tasks, and {d['name']} is a "
+                                      f"{family.kind} task family; use {suggest}"))
     if rl and m["name"] == "policy" and m.get("distribution") != family.distribution:
         out.append(("model.distribution", f"model.distribution={m.get('distribution')} does not apply to "
                                           f"{d['name']}: its actions need model.distribution={family.distribution}"))
-    if m["name"] == "policy":
-        for key in CONV_KEYS:
-            inert("model", key, m.get(key), md[key], "it is a setting of model.name=conv4, this model is a policy")
-        if not rl:
-            out.append(("model.name", "model.name=policy is for RL task families (dataset=nav2d, cartpole)"))
-    if m["name"] == "conv4":
-        for key in MLP_KEYS:
-            inert("model", key, m.get(key), md[key], "it is a setting of model.name=mlp, this model is conv4")
-        if regression or rl:
-            out.append(("model.name", "model.name=conv4 classifies images; a regression task family (sine) needs "
-                                      "model=mlp_sine, an RL one model.name=policy"))
-    elif m["name"] == "mlp":
-        for key in CONV_KEYS:
-            inert("model", key, m.get(key), md[key], "it is a setting of model.name=conv4, this model is an MLP")
-        if not regression and not rl:
-            out.append(("model.name", "model.name=mlp takes vectors, not images: use model=conv4_omniglot or "
-                                      "model=conv4_miniimagenet"))
 
     if regression:
         inert("episode", "ways", ep["ways"], 1, "a regression task has one output, not N classes")

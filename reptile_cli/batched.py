@@ -45,12 +45,15 @@ class StackedAdaptation:
         autocast: optional context factory for the forward pass (bf16).
         reduction: ``mean`` or ``sum`` of the per-example losses of an inner minibatch
             (:func:`reptile_cli.reptile.reduce_batch`).
+        use_stacked: run ``model.stacked_forward`` where the model has one (False: ``vmap`` over
+            ``functional_call`` all the same; the tests and the bench compare the two).
     """
 
-    def __init__(self, model: nn.Module, kind: str, autocast=None, reduction: str = "mean"):
+    def __init__(self, model: nn.Module, kind: str, autocast=None, reduction: str = "mean",
+                 use_stacked: bool = True):
         self.model, self.autocast, self.kind, self.reduction = model, autocast, kind, reduction
         self.names = [n for n, _ in model.named_parameters()]
-        self.stacked = hasattr(model, "stacked_forward")
+        self.stacked = use_stacked and hasattr(model, "stacked_forward")
 
         def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             if autocast is None:

@@ -5,13 +5,18 @@ Measures, on the same model, data and threads:
   ``torch.optim.Adam(betas=(0.0, 0.999))``, ``F.cross_entropy``, tasks in turn: the baseline), of the
   sequential reference path and of the batched fast path;
 - evaluation tasks/s of the sequential and the batched evaluation (50 Adam steps, non-transductive);
-- achieved GFLOP/s of each (FLOPs counted with ``torch.utils.flop_counter``) beside a float32 matmul's.
+- achieved GFLOP/s of each (FLOPs counted with ``torch.utils.flop_counter``) beside a float32 matmul's;
+- the model zoo (``--zoo``, on by default): one inner Adam step of a meta-batch of 5 tasks of 5 images (a 5-way
+  1-shot support set) for each model of :data:`ZOO` on the sequential path, the batched path with the model's
+  ``stacked_forward`` and the batched path through ``torch.func.vmap`` (random images: the speed does not
+  depend on the pixels).
 The paths take turns in ``--rounds`` rounds (each path's rate is its calls over its time in all rounds), after
 a warm-up with the same tensor shapes, so a shared machine's changes of speed reach all paths alike; the
 ratio of each round is printed too. Prints a table with the ratios and writes ``bench.json``. A benchmark,
 not a test: it asserts nothing.
 
-Usage: ``python -m reptile_cli.bench [--data ROOT] [--iters N] [--eval-tasks N] [--rounds N] [--out FILE]``.
+Usage: ``python -m reptile_cli.bench [--data ROOT] [--iters N] [--eval-tasks N] [--rounds N] [--no-zoo]
+[--out FILE]``.
 Data: the prepared full Omniglot under ROOT ($REPTILE_DATA by default); if missing and the shared mirror
 (``../shared/data/omniglot``) is present, it is imported into a temporary folder first.
 """
@@ -28,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
 from reptile_cli.config import config_dir, register_configs
-from reptile_cli.data.episodes import inner_batches
+from reptile_cli.data.episodes import Task, inner_batches
 from reptile_cli.data.paths import default_data_root
 from reptile_cli.device import keep_freed_memory
 from reptile_cli.evaluate import Evaluator
@@ -135,6 +141,56 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
+# the model zoo's speed: name -> (model config overrides, channels, image size)
+ZOO = {
+    "conv4 omniglot (64 filters, 28x28)": ({"name": "conv4"}, 1, 28),
+    "conv4 miniimagenet (32 filters, 84x84)": ({"name": "conv4", "filters": 32, "stride": 1, "max_pool": True}, 3, 84),
+    "conv4 cifar (32 filters, 32x32)": ({"name": "conv4", "filters": 32, "stride": 1, "max_pool": True}, 3, 32),
+    "conv4 cifar (64 filters, 32x32)": ({"name": "conv4", "filters": 64, "stride": 1, "max_pool": True}, 3, 32),
+    "conv4 cifar (128 filters, 32x32)": ({"name": "conv4", "filters": 128, "stride": 1, "max_pool": True}, 3, 32),
+    "resnet12 (64-160-320-640, 32x32)": ({"name": "resnet12"}, 3, 32),
+    "resnet12 (64-128-256-512, 84x84)": ({"name": "resnet12", "widths": [64, 128, 256, 512]}, 3, 84),
+    "resnet12 (64-160-320-640, 84x84)": ({"name": "resnet12"}, 3, 84),
+}
+
+
+def zoo_speed(t, tasks: int = 5, images: int = 5, repeats: int = 2) -> dict[str, dict[str, float]]:
+    """Milliseconds per inner step (forward and backward of ``tasks`` tasks of ``images`` images, one Adam
+    step, and the meta-update) of each model of :data:`ZOO` on the three paths, after one warm-up call each
+    (:func:`timed`);
+    with the GFLOP of the step (``torch.utils.flop_counter``)."""
+    from omegaconf import OmegaConf
+
+    from reptile_cli.config import ModelConfig
+
+    tcfg = OmegaConf.merge(t, {"inner_steps": 1, "inner_batch_size": images})
+    out = {}
+    for name, (overrides, channels, size) in ZOO.items():
+        mcfg = OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                               {"in_channels": channels, "image_size": size, **overrides})
+        gen = torch.Generator().manual_seed(0)
+        draw = ([Task(torch.rand(images, channels, size, size, generator=gen), torch.arange(images) % 5)
+                 for _ in range(tasks)], [[torch.arange(images)] for _ in range(tasks)])
+        torch.manual_seed(0)
+        base = build_model(mcfg, 5)
+        models = {path: place(copy.deepcopy(base), torch.device("cpu"), torch.float32)
+                  for path in ("sequential", "batched", "vmap")}
+        opts = {path: InnerOptimizer(m, tcfg) for path, m in models.items()}
+        steps = {"sequential": partial(sequential_meta_step, models["sequential"], opts["sequential"], *draw,
+                                       "reptile", 0.5, "classification")}
+        for path in ("batched", "vmap"):
+            adaptation = StackedAdaptation(models[path], "classification", use_stacked=path == "batched")
+            steps[path] = partial(batched_meta_step, models[path], opts[path], adaptation, *draw, "reptile", 0.5,
+                                  tcfg)
+        with FlopCounterMode(display=False) as counter:
+            steps["sequential"]()
+        row = {"gflop": counter.get_total_flops() / 1e9}
+        for path, fn in steps.items():
+            row[f"{path} ms"] = 1000 * timed(lambda _i, fn=fn: fn(), repeats)
+        out[name] = row
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reptile_cli.bench", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -145,6 +201,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds in which the paths take turns")
     parser.add_argument("--out", default="bench.json", help="where the JSON results go")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
+    parser.add_argument("--no-zoo", action="store_true", help="skip the model zoo's speed (about 2 minutes on 2 "
+                                                              "cores, most of it the 84x84 ResNet-12)")
     args = parser.parse_args(argv)
     keep_freed_memory()
 
@@ -262,6 +320,17 @@ def main(argv=None) -> None:
         for op, share in ops:
             prof_table.add_row(op, f"{100 * share:.1f}%")
         Console().print(prof_table)
+    if not args.no_zoo:
+        result["zoo"] = zoo_speed(t)
+        zoo_table = Table(title=f"model zoo: one inner step of 5 tasks x 5 images, {torch.get_num_threads()} "
+                                f"threads (ms; GFLOP/s in brackets)")
+        for col in ("model", "GFLOP", "sequential", "batched (stacked)", "batched (vmap)", "batched / sequential"):
+            zoo_table.add_column(col, justify="left" if col == "model" else "right")
+        for name, row in result["zoo"].items():
+            cells = [f"{row[f'{p} ms']:.0f} ({row['gflop'] / row[f'{p} ms'] * 1000:.0f})"
+                     for p in ("sequential", "batched", "vmap")]
+            zoo_table.add_row(name, f"{row['gflop']:.2f}", *cells, f"{row['sequential ms'] / row['batched ms']:.2f}x")
+        Console().print(zoo_table)
     for k, v in result["ratios"].items():
         rounds = f"  (rounds: {', '.join(f'{x:.2f}x' for x in spread[k])})" if k in spread else ""
         Console().print(f"{k}: {v:.2f}x{rounds}")

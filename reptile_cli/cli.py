@@ -513,8 +513,28 @@ ROOT = typer.Option("--root", help="Data root (default: $REPTILE_DATA or ~/.cach
 FILTER = typer.Option(help="Resize filter: nearest (Omniglot's reference default), lanczos (Mini-ImageNet's), "
                            "bilinear or box.")
 SPLITS_MIRROR = typer.Option(help="Where the split files are: directory or URL (or $REPTILE_SPLITS_MIRROR).")
-DOWNLOADS = ("omniglot", "omniglot-splits", "miniimagenet-splits")
-IMPORTS = ("omniglot", "miniimagenet")
+# datasets with published class lists (reptile_cli.data.datasets.LISTED; named here so that --help does not
+# import the data modules); those with an official archive can be downloaded
+LISTED = ("cifarfs", "fc100", "cub", "tieredimagenet")
+DOWNLOADS = ("omniglot", "omniglot-splits", "miniimagenet-splits", "cifarfs", "fc100", "cub")
+IMPORTS = ("omniglot", "miniimagenet", *LISTED)
+
+
+def _refuse_options(dataset: str, given: dict[str, bool], applies: dict[str, tuple[str, ...]]) -> None:
+    """Exit with a usage error when an option was given for a dataset it does not apply to (``given``: option
+    -> whether the user set it; ``applies``: option -> the datasets that read it)."""
+    for option, was_given in given.items():
+        if was_given and dataset not in applies[option]:
+            _fail(EXIT_USAGE, f"{option} does not apply to {dataset}: it is an option of "
+                              f"{', '.join(applies[option])}; remove it")
+
+
+def _resizing(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``names`` whose preparation resizes images (every one but the class-list datasets that store
+    their images as they are)."""
+    from reptile_cli.data.datasets import LISTED as specs
+
+    return tuple(n for n in names if n not in specs or specs[n].resizes)
 
 
 def _data_call(fn, *args, **kwargs):
@@ -547,15 +567,29 @@ def data_download(
     mirror: Annotated[str | None, typer.Option(
         help="Directory, file:// or http(s):// URL holding the same file names (or $REPTILE_MIRROR).")] = None,
     splits_mirror: Annotated[str | None, SPLITS_MIRROR] = None,
-    resize_filter: Annotated[str, FILTER] = "nearest",
+    resize_filter: Annotated[str | None, FILTER] = None,
 ):
     """Fetch from the official URLs (or a mirror), verify checksums, prepare once (idempotent)."""
     from reptile_cli.data import miniimagenet, omniglot
 
+    if dataset in IMPORTS and dataset not in DOWNLOADS:
+        _fail(EXIT_USAGE, f"{dataset} has no official download (its images may not be redistributed): prepare a "
+                          f"copy you have with `reptile data import {dataset} PATH`")
     if dataset not in DOWNLOADS:
         _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(DOWNLOADS)} (Mini-ImageNet "
                           f"images are not downloadable: use `reptile data import miniimagenet PATH`)")
-    if dataset == "omniglot-splits":
+    _refuse_options(dataset, {"--variant": variant != "full", "--splits-mirror": splits_mirror is not None,
+                              "--resize-filter": resize_filter is not None},
+                    {"--variant": ("omniglot",), "--splits-mirror": ("omniglot", "omniglot-splits",
+                                                                     "miniimagenet-splits"),
+                     "--resize-filter": _resizing(("omniglot", *LISTED))})
+    if dataset in LISTED:
+        from reptile_cli.data.datasets import LISTED as specs
+
+        spec = specs[dataset]
+        path = _data_call(spec.download, _root(root), mirror, resize_filter=resize_filter or spec.default_filter,
+                          progress=True)
+    elif dataset == "omniglot-splits":
         path = _data_call(omniglot.download_splits, _root(root), splits_mirror or mirror)
     elif dataset == "miniimagenet-splits":
         path = _data_call(miniimagenet.download_splits, _root(root), splits_mirror or mirror)
@@ -563,7 +597,7 @@ def data_download(
         if variant not in omniglot.VARIANTS:
             _fail(EXIT_USAGE, f"--variant {variant}: choose full or small")
         path = _data_call(omniglot.download, _root(root), variant, mirror, splits_mirror=splits_mirror,
-                          resize_filter=resize_filter)
+                          resize_filter=resize_filter or "nearest")
     typer.echo(f"ready: {path}")
 
 
@@ -573,7 +607,9 @@ def data_import(
     paths: Annotated[list[Path], typer.Argument(help="Zips or folders of a copy you already have.")],
     root: Annotated[Path | None, ROOT] = None,
     resize_filter: Annotated[str | None, FILTER] = None,
-    allow_partial: Annotated[bool, typer.Option(help="Mini-ImageNet: accept a copy with images missing.")] = False,
+    allow_partial: Annotated[bool, typer.Option(
+        help="Mini-ImageNet, CIFAR-FS, FC100, CUB, tieredImageNet: accept a copy with images or classes missing "
+             "(prepared and reported as partial).")] = False,
     splits_dir: Annotated[Path | None, typer.Option(
         help="Mini-ImageNet: folder with the split CSVs (train/val/test.csv).")] = None,
     splits_mirror: Annotated[str | None, SPLITS_MIRROR] = None,
@@ -583,9 +619,20 @@ def data_import(
 
     if dataset not in IMPORTS:
         _fail(EXIT_USAGE, f"unknown dataset {dataset!r}: choose one of {', '.join(IMPORTS)}")
+    _refuse_options(dataset, {"--allow-partial": allow_partial, "--splits-dir": splits_dir is not None,
+                              "--splits-mirror": splits_mirror is not None,
+                              "--resize-filter": resize_filter is not None},
+                    {"--allow-partial": ("miniimagenet", *LISTED), "--splits-dir": ("miniimagenet",),
+                     "--splits-mirror": ("miniimagenet",), "--resize-filter": _resizing(IMPORTS)})
     if dataset == "omniglot":  # the import prints its own report
         _data_call(omniglot.import_copy, _root(root), list(paths),
                    resize_filter=resize_filter or "nearest")
+    elif dataset in LISTED:
+        from reptile_cli.data.datasets import LISTED as specs
+
+        spec = specs[dataset]
+        _data_call(spec.import_copy, _root(root), list(paths), resize_filter=resize_filter or spec.default_filter,
+                   allow_partial=allow_partial, progress=True)
     else:
         if len(paths) != 1:
             _fail(EXIT_USAGE, "Mini-ImageNet is imported from one folder or zip")

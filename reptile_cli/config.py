@@ -127,8 +127,8 @@ class CartPoleConfig:
 # ----------------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # conv4, mlp, or policy (RL)
-    # conv4 (REFERENCE.md "Models")
+    name: str = MISSING  # conv4, resnet12, mlp, or policy (RL): reptile_cli.models.MODELS
+    # conv4 (REFERENCE.md "Models"); in_channels, image_size and bn_eps also resnet12
     in_channels: int = 1
     image_size: int = 28
     filters: int = 64
@@ -136,6 +136,10 @@ class ModelConfig:
     max_pool: bool = False
     # batch-norm epsilon: 1e-3 as TensorFlow's batch_normalization in the reference (PyTorch's default is 1e-5)
     bn_eps: float = 1e-3
+    # resnet12 (reptile_cli/models/resnet12.py): channels of its 4 residual blocks (MetaOptNet's; TADAM's is
+    # [64,128,256,512]) and the negative slope of its leaky ReLUs
+    widths: list[int] = field(default_factory=lambda: [64, 160, 320, 640])
+    leaky_slope: float = 0.1
     # mlp
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"

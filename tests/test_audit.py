@@ -38,6 +38,7 @@ CART = ["experiment=rl_cartpole", "dataset.horizon=20", "dataset.rollouts=3", "t
         "trainer.meta_batch_size=2", "eval.val_episodes=2", "eval.inner_steps=1", "trainer.progress=false"]
 CONTEXTS = {"nav2d (policy, sgd)": RL, "cartpole (policy, sgd)": CART, "omniglot_small (conv4, batched)": SMALL,
             "omniglot_small (conv4, sequential)": SMALL + ["trainer.path=sequential"],
+            "omniglot_small (resnet12)": SMALL + ["model=resnet12", "model.widths=[4,8,8,8]"],
             "sine (mlp, sgd)": SINE, "folder, seeded split (conv4)": FOLDER,
             "omniglot full, reptile split (conv4)": ["experiment=omniglot_5w1s", "trainer.meta_iters=2",
                                                      "trainer.progress=false", "trainer.checkpoint_every=1"]}
@@ -86,7 +87,21 @@ AUDIT = [
     ("omniglot_small (conv4, batched)", "model.activation=relu", R),
     ("omniglot_small (conv4, batched)", "model.in_features=2", R),
     ("omniglot_small (conv4, batched)", "model.out_features=2", R),
+    ("omniglot_small (conv4, batched)", "model.widths=[32,32,32,32]", R),
+    ("omniglot_small (conv4, batched)", "model.leaky_slope=0.2", R),
+    ("omniglot_small (resnet12)", "model.widths=[4,8,8,4]", E),
+    ("omniglot_small (resnet12)", "model.leaky_slope=0.2", E),
+    ("omniglot_small (resnet12)", "model.bn_eps=1e-5", E),
+    ("omniglot_small (resnet12)", "model.image_size=84", C),
+    ("omniglot_small (resnet12)", "model.filters=32", R),
+    ("omniglot_small (resnet12)", "model.stride=1", R),
+    ("omniglot_small (resnet12)", "model.max_pool=true", R),
+    ("omniglot_small (resnet12)", "model.hidden=[32]", R),
+    ("omniglot_small (resnet12)", "trainer.path=sequential", E),
     ("sine (mlp, sgd)", "model.name=conv4", R),
+    ("sine (mlp, sgd)", "model.name=resnet12", R),
+    ("sine (mlp, sgd)", "model.widths=[4,4,4,4]", R),
+    ("sine (mlp, sgd)", "model.leaky_slope=0.2", R),
     ("sine (mlp, sgd)", "model.hidden=[32,32]", E),
     ("sine (mlp, sgd)", "model.activation=relu", E),
     ("sine (mlp, sgd)", "model.in_features=2", C),
@@ -349,12 +364,14 @@ def test_presets_set_no_key_that_does_not_apply(experiment):
     from types import SimpleNamespace
 
     from reptile_cli.applicability import inapplicable
+    from reptile_cli.data.datasets import LISTED
 
     cfg = compose_train([f"experiment={experiment}"])
     regression, rl = cfg.dataset.name == "sine", cfg.dataset.name in ("nav2d", "cartpole")
-    splits = ("val", "test") if regression or rl or cfg.dataset.name == "miniimagenet" else ("test",)
+    fixed = cfg.dataset.name == "miniimagenet" or cfg.dataset.name in LISTED  # published splits with val classes
+    splits = ("val", "test") if regression or rl or fixed else ("test",)
     kind = "regression" if regression else "rl" if rl else "classification"
-    family = SimpleNamespace(kind=kind, splits=splits, seeded_split=cfg.dataset.name != "miniimagenet",
+    family = SimpleNamespace(kind=kind, splits=splits, seeded_split=not fixed,
                              distribution={"nav2d": "gaussian", "cartpole": "categorical"}.get(cfg.dataset.name))
     assert inapplicable(cfg, family, "train") == []
 

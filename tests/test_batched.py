@@ -14,6 +14,7 @@ from reptile_cli.families import build_task_family
 from reptile_cli.inner_optim import InnerOptimizer
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
+from reptile_cli.models.resnet12 import ResNet12
 from reptile_cli.reptile import sequential_meta_step
 
 
@@ -63,6 +64,30 @@ def test_batched_meta_step_equals_sequential_shared_state(small_store, algorithm
         assert close(list(sb[key].values()), list(sa[key].values()))
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked_forward", "vmap"])
+def test_resnet12_batched_meta_step_equals_sequential(small_store, stacked):
+    """ResNet-12 on both batched routes (its grouped-convolution stacked forward, and torch.func vmap over
+    functional_call) == the sequential per-task path, Adam state carried over iterations (float64)."""
+    fam = build_task_family(OmegaConf.structured(ImageDataConfig(name="omniglot_small", split="alphabets",
+                                                                 root=str(small_store))),
+                            OmegaConf.structured(EpisodeConfig(ways=5, train_shots=2)))
+    tcfg = OmegaConf.structured(TrainerConfig(inner_steps=2, inner_batch_size=5))
+    torch.manual_seed(0)
+    a = ResNet12(5, 1, 28, (4, 6, 8, 8)).double()
+    b = copy.deepcopy(a)
+    opt_a, opt_b = InnerOptimizer(a, tcfg), InnerOptimizer(b, tcfg)
+    adaptation = StackedAdaptation(b, "classification", use_stacked=stacked)
+    assert adaptation.stacked == stacked
+    for it in range(2):
+        tasks, batches = draw(fam, it, 3, tcfg)
+        la = sequential_meta_step(a, opt_a, tasks, batches, "reptile", 0.5, "classification", shared_state=True)
+        lb = batched_meta_step(b, opt_b, adaptation, tasks, batches, "reptile", 0.5, tcfg)
+        assert la == pytest.approx(lb, rel=1e-8)
+    assert close(list(b.parameters()), list(a.parameters()))
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert close(list(opt_b.state_dict()[key].values()), list(opt_a.state_dict()[key].values()))
+
+
 def test_batched_sgd_regression_equals_sequential():
     from reptile_cli.config import SineDataConfig
     from reptile_cli.data.sine import SineTasks
@@ -84,15 +109,27 @@ def test_batched_sgd_regression_equals_sequential():
     assert close(list(b.parameters()), list(a.parameters()))
 
 
-@pytest.mark.parametrize("channels,size,filters,stride,pool", [(1, 28, 64, 2, False), (3, 84, 32, 1, True)])
+# every model of the zoo with a stacked forward: (channels, size, factory); Conv4 at the zoo's widths 32/64/128
+STACKED_MODELS = {
+    "conv4 omniglot 64": (1, 28, lambda: Conv4(5, 1, 28, 64, 2, False)),
+    "conv4 miniimagenet 32": (3, 84, lambda: Conv4(5, 3, 84, 32, 1, True)),
+    "conv4 cifar 64": (3, 32, lambda: Conv4(5, 3, 32, 64, 1, True)),
+    "conv4 cifar 128": (3, 32, lambda: Conv4(5, 3, 32, 128, 1, True)),
+    "resnet12 narrow widths 84": (3, 84, lambda: ResNet12(5, 3, 84, (4, 8, 12, 16))),
+    "resnet12 widths 32": (3, 32, lambda: ResNet12(5, 3, 32, (8, 16, 20, 24), slope=0.2)),
+}
+
+
+@pytest.mark.parametrize("which", list(STACKED_MODELS))
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_stacked_forward_equals_each_task(channels, size, filters, stride, pool, channels_last):
-    """Conv4.stacked_forward (grouped convolutions and batched matrix products) == each task's own forward,
-    batch norm per task, and so are the gradients of every task's parameters."""
+def test_stacked_forward_equals_each_task(which, channels_last):
+    """``stacked_forward`` (grouped convolutions and batched matrix products) == each task's own forward,
+    batch norm per task, and so are the gradients of every task's parameters (float64)."""
     from torch.func import functional_call
 
     torch.manual_seed(0)
-    model = Conv4(5, channels, size, filters, stride, pool).double()
+    channels, size, make = STACKED_MODELS[which]
+    model = make().double()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     names = [n for n, _ in model.named_parameters()]

@@ -54,7 +54,9 @@ def test_bad_override_is_one_line(cli, tmp_path, override, needle):
 
 def test_unknown_group_option_lists_what_can_be_picked(cli, tmp_path):
     r = cli("train", "dataset=nav3d", cwd=tmp_path)
-    assert r.returncode == 2 and "Available options in 'dataset': cartpole folder miniimagenet nav2d" in r.stderr
+    options = ("Available options in 'dataset': cartpole cifarfs cub fc100 folder miniimagenet nav2d omniglot "
+               "omniglot_small sine tieredimagenet")
+    assert r.returncode == 2 and options in r.stderr
     assert "_schema" not in r.stderr  # the structured schemas behind the configs are not options
 
 
@@ -153,3 +155,18 @@ def test_eval_bad_inputs(cli, tmp_path):
             "trainer.loss_reduction; the checkpoint gives the rest)") in r.stderr
     r = cli("eval", str(junk), cwd=tmp_path)
     assert r.returncode == 1 and "junk.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["data", "download", "cifarfs", "--variant", "small"], "--variant does not apply to cifarfs"),
+    (["data", "download", "fc100", "--resize-filter", "lanczos"], "--resize-filter does not apply to fc100"),
+    (["data", "import", "cifarfs", "X", "--resize-filter", "lanczos"], "--resize-filter does not apply to cifarfs"),
+    (["data", "import", "cub", "X", "--splits-dir", "S"], "--splits-dir does not apply to cub"),
+    (["data", "import", "omniglot", "X", "--allow-partial"], "--allow-partial does not apply to omniglot"),
+    (["data", "download", "tieredimagenet"], "tieredimagenet has no official download"),
+])
+def test_data_options_that_do_not_apply_are_refused(cli, tmp_path, args, needle):
+    """An option of another dataset is refused before any work, as a config key is (nothing is read or made)."""
+    r = cli(*args, "--root", str(tmp_path / "root"), cwd=tmp_path)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "root").exists()

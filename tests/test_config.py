@@ -80,3 +80,33 @@ def test_bad_override_fails_at_compose(override):
 def test_configs_ship_inside_the_package():
     """The wheel maps conf/ to reptile_cli/conf (pyproject); config_dir() finds the checkout copy first."""
     assert config_dir() == Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_wheel_lists_every_subpackage_and_the_class_lists():
+    """A package left out of pyproject's list is missing from a (non-editable) install: every folder of
+    reptile_cli with an __init__.py is listed, and the shipped class lists are package data."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "reptile_cli").rglob("__init__.py")}
+    assert found <= set(setup["packages"])
+    lists = sorted(p.relative_to(repo / "reptile_cli" / "data").as_posix()
+                   for p in (repo / "reptile_cli" / "data" / "class_lists").rglob("*.txt"))
+    patterns = setup["package-data"]["reptile_cli.data"]
+    assert lists and all(any(Path(f).match(pat) for pat in patterns) for f in lists)
+
+
+def test_cli_names_every_listed_dataset():
+    """The CLI names the class-list datasets itself (so that --help imports no data module): the same ones, with
+    a download command exactly for those that have an official archive."""
+    from reptile_cli import cli
+    from reptile_cli.data.datasets import LISTED
+
+    assert cli.LISTED == tuple(LISTED)
+    assert {n for n in cli.DOWNLOADS if n in LISTED} == {n for n, spec in LISTED.items() if spec.download}
+    assert set(LISTED) <= set(cli.IMPORTS)
+    for name in LISTED:
+        assert (config_dir() / "dataset" / f"{name}.yaml").is_file()
+        for shots in (1, 5):
+            assert (config_dir() / "experiment" / f"{name}_5w{shots}s.yaml").is_file()

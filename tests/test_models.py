@@ -63,3 +63,93 @@ def test_format_1_checkpoints_keep_pytorch_epsilon(tmp_path):
     ckpt = load_checkpoint(tmp_path / "old.pt")
     assert ckpt["format_version"] == 2 and ckpt["config"]["model"]["bn_eps"] == 1e-5
     assert build_model(conv4_cfg(**ckpt["config"]["model"]), 5).blocks[0].norm.eps == 1e-5
+
+
+def resnet12_cfg(**kw):
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "resnet12", "in_channels": 3,
+                                                               "image_size": 84, **kw})
+
+
+@pytest.mark.parametrize("widths,total,head", [
+    ([64, 160, 320, 640], 12_427_525, 3_205),  # MetaOptNet's widths: 12.4M in the body
+    ([64, 128, 256, 512], 7_999_365, 2_565),  # TADAM's
+])
+def test_resnet12_parameter_counts(widths, total, head):
+    model = build_model(resnet12_cfg(widths=widths), 5)
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert model.head.weight.numel() + model.head.bias.numel() == head
+    # global average pooling: the count does not depend on the image size
+    small = build_model(resnet12_cfg(widths=widths, image_size=32), 5)
+    assert sum(p.numel() for p in small.parameters()) == total
+
+
+@pytest.mark.parametrize("size,spatial", [(84, 5), (32, 2), (28, 1)])  # 84 -> 42 -> 21 -> 10 -> 5
+def test_resnet12_shapes(size, spatial):
+    model = build_model(resnet12_cfg(widths=[4, 8, 8, 16], image_size=size), 5)
+    x = torch.rand(3, 3, size, size)
+    assert model.blocks(x).shape == (3, 16, spatial, spatial)
+    assert model(x).shape == (3, 5)
+
+
+def test_resnet12_structure_and_init():
+    """4 blocks of 3 conv 3x3 without bias + a 1x1 shortcut, batch norm on batch statistics, leaky ReLU 0.1."""
+    model = build_model(resnet12_cfg(widths=[8, 8, 8, 8]), 5)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 16 and all(c.bias is None for c in convs)
+    assert [c.kernel_size for c in convs[:4]] == [(3, 3)] * 3 + [(1, 1)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 16 and not any(n.track_running_stats for n in norms)
+    assert all(n.eps == 1e-3 for n in norms)
+    assert model.blocks[0].slope == 0.1
+    assert torch.all(model.head.bias == 0)
+    # batch statistics at any time: an image's logits depend on the rest of its batch
+    x = torch.rand(4, 3, 84, 84)
+    model.eval()
+    assert not torch.allclose(model(x)[:1], model(x[:1]))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"widths": [64, 160, 320]}, "needs 4 positive block widths"),
+    ({"widths": [64, 0, 320, 640]}, "needs 4 positive block widths"),
+    ({"image_size": 12}, "use 16 or more"),
+    ({"leaky_slope": -1.0}, "lies in \\[0, 1\\)"),
+    ({"leaky_slope": 1.0}, "lies in \\[0, 1\\)"),
+    ({"bn_eps": 0.0}, "must be positive"),
+])
+def test_resnet12_bad_settings(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        build_model(resnet12_cfg(**override), 5)
+
+
+def test_unknown_model_lists_the_zoo():
+    with pytest.raises(ConfigError, match="use conv4, resnet12, mlp, policy"):
+        build_model(OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "resnet18"}), 5)
+
+
+@pytest.mark.parametrize("preset,dataset,name,widths", [
+    ("resnet12", "miniimagenet", "resnet12", [64, 160, 320, 640]),
+    ("resnet12_narrow", "miniimagenet", "resnet12", [64, 128, 256, 512]),
+    ("resnet12", "omniglot", "resnet12", [64, 160, 320, 640]),
+    ("conv4_cifar", "miniimagenet", "conv4", None),
+])
+def test_model_presets_follow_the_dataset(preset, dataset, name, widths):
+    """model=resnet12 takes its input size from the dataset; conv4_cifar is fixed at 3x32x32."""
+    from tests.test_audit import compose_train
+
+    cfg = compose_train([f"dataset={dataset}", f"model={preset}"])
+    assert cfg.model.name == name
+    if widths is not None:
+        assert list(cfg.model.widths) == widths
+        assert (cfg.model.in_channels, cfg.model.image_size) == (cfg.dataset.channels, cfg.dataset.image_size)
+    else:
+        assert (cfg.model.in_channels, cfg.model.image_size, cfg.model.filters) == (3, 32, 32)
+
+
+@pytest.mark.parametrize("preset,count", [("conv4_omniglot", 113_221), ("conv4_miniimagenet", 34_661),
+                                          ("conv4_cifar", 29_541)])
+def test_conv4_preset_parameter_counts(preset, count):
+    """The counts the README's model zoo table gives (5-way)."""
+    from tests.test_audit import compose_train
+
+    cfg = compose_train([f"model={preset}"])
+    assert sum(p.numel() for p in build_model(cfg.model, 5).parameters()) == count

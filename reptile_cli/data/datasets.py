@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from reptile_cli import rng
-from reptile_cli.data import folder, miniimagenet, omniglot
+from reptile_cli.data import cifar, cub, folder, miniimagenet, omniglot, tiered
 from reptile_cli.data.episodes import ClassificationTasks, ClassPool
 from reptile_cli.data.paths import default_data_root
 from reptile_cli.data.sine import SineTasks
@@ -210,6 +210,8 @@ def stored_split(store: ImageStore, cfg) -> dict[str, list[tuple[int, int]]]:
 
 
 OMNIGLOT_VARIANTS = {"omniglot": "full", "omniglot_small": "small"}
+# datasets defined by published class lists (reptile_cli.data.listed): name -> ListedDataset
+LISTED = {spec.name: spec for spec in (*cifar.DATASETS, *cub.DATASETS, *tiered.DATASETS)}
 
 
 def build_data_family(dataset_cfg, episode_cfg, root: str | None = None, checked: tuple[str, ...] | None = None):
@@ -250,6 +252,13 @@ def build_data_family(dataset_cfg, episode_cfg, root: str | None = None, checked
             log.warning("%s is a partial copy of Mini-ImageNet (see `reptile data list`): numbers are not "
                         "comparable with the paper's", store.path)
         makers = {"ravi": lambda: stored_split(store, dataset_cfg)}
+    elif name in LISTED:
+        spec = LISTED[name]
+        store = ImageStore(spec.prepared_path(data_root, dataset_cfg.resize_filter), spec.hint(data_root))
+        if store.attrs.get("partial"):
+            log.warning("%s is a partial copy of %s (see `reptile data list`): numbers are not comparable with "
+                        "published ones", store.path, spec.title)
+        makers = {spec.split: lambda: stored_split(store, dataset_cfg)}
     elif name == "folder":
         if not dataset_cfg.root:
             raise ConfigError("dataset=folder needs dataset.root=PATH, the folder whose sub-folders are classes")
@@ -261,8 +270,8 @@ def build_data_family(dataset_cfg, episode_cfg, root: str | None = None, checked
         store = ImageStore(path, f"check the folder {dataset_cfg.root}")
         makers = {"auto": lambda: stored_split(store, dataset_cfg)}
     else:
-        raise ConfigError(f"dataset={name!r} is not available: use sine, omniglot, omniglot_small, miniimagenet "
-                          f"or folder")
+        raise ConfigError(f"dataset={name!r} is not available: use sine, omniglot, omniglot_small, miniimagenet, "
+                          f"{', '.join(LISTED)} or folder")
     if dataset_cfg.split not in makers:
         raise ConfigError(f"dataset.split={dataset_cfg.split!r}: {name} supports {', '.join(makers)}")
     splits = makers[dataset_cfg.split]()

@@ -23,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,173 @@ def write_images_h5(
         tmp.unlink(missing_ok=True)
 
 
+def unreadable_error(errors: Sequence[str], source: str | os.PathLike | None = None) -> DataError:
+    """The one-line error for image files that could not be read or decoded (``"NAME (reason)"`` each), of
+    ``source`` when given (for names relative to it)."""
+    where = f" in {source}" if source is not None else ""
+    return DataError(
+        f"{len(errors)} unreadable image(s){where} (truncated or corrupt), e.g. {first_few(errors)}; "
+        "replace them from the original source and import again"
+    )
+
+
+def write_decoded(
+    path: Path,
+    items: Iterable[tuple[str, Callable[[], bytes]]],
+    *,
+    class_names: Sequence[str],
+    class_counts: Sequence[int],
+    class_groups: Sequence[str],
+    class_split: Sequence[str] | None,
+    attrs: Mapping[str, Any],
+    description: str,
+    progress: bool = True,
+    decode: Callable[[bytes], np.ndarray] | None = None,
+    hash_content: bool = False,
+    unreadable: Callable[[list[str]], DataError] | None = None,
+) -> None:
+    """Decode image files (:func:`decode_stream`) into a prepared file read one task at a time: ``images``
+    uncompressed, one image per chunk (Mini-ImageNet, CUB, tieredImageNet). Written by :func:`write_images_h5`,
+    so nothing is left behind on failure.
+
+    Args:
+        path: the destination.
+        items: ``(name, read)`` pairs in stored order (class after class, as ``class_names``); ``read()`` returns
+            the file's bytes; ``name`` is used in messages (and in the content hash). May be a generator.
+        class_names, class_counts, class_groups, class_split: as for :func:`write_images_h5`.
+        attrs: file attributes; must hold ``image_size``, ``channels`` and ``resize_filter``.
+        description: label of the progress bar.
+        progress: show a progress bar on stderr.
+        decode: bytes -> uint8 ``[image_size, image_size, channels]``, raising DataError for a file it refuses;
+            default :func:`decode_image` with the size, channels and filter of ``attrs``.
+        hash_content: set attr ``content_sha256`` to the sha256 of every file's name, byte count and bytes, in
+            stored order (computed while the files are read, so they are read once).
+        unreadable: the failures (``"NAME (reason)"``, all of them) -> the DataError to raise; default
+            :func:`unreadable_error`.
+
+    Raises:
+        DataError: any file could not be read or decoded (every file is tried first), or what
+            :func:`write_images_h5` raises.
+    """
+    size, channels = int(attrs["image_size"]), int(attrs["channels"])
+    if decode is None:
+        decode = partial(decode_image, image_size=size, channels=channels, resize_filter=str(attrs["resize_filter"]))
+    attrs = dict(attrs)
+    errors: list[str] = []
+    content = hashlib.sha256()
+
+    def hash_file(name: str, data: bytes) -> None:
+        content.update(f"{name}\0{len(data)}\0".encode())
+        content.update(data)
+
+    def images() -> Iterator[np.ndarray]:
+        yield from decode_stream(items, decode, shape=(size, size, channels), errors=errors,
+                                 on_bytes=hash_file if hash_content else None)
+        if errors:
+            raise (unreadable or unreadable_error)(errors)
+        if hash_content:
+            attrs["content_sha256"] = content.hexdigest()  # attrs are written after the last image
+
+    write_images_h5(
+        path,
+        images(),
+        class_names=class_names,
+        class_counts=class_counts,
+        class_groups=class_groups,
+        class_split=class_split,
+        attrs=attrs,
+        chunk_images=1,
+        compression=None,
+        compression_opts=None,
+        description=description,
+        progress=progress,
+    )
+
+
+# (file name, its path, read) of one image file; a class: (name, split, group, its files in stored order)
+SourceFile = tuple[str, str, Callable[[], bytes]]
+SourceClass = tuple[str, str, str, Sequence[SourceFile]]
+
+
+def prepare_from_files(
+    path: Path,
+    classes: Sequence[SourceClass],
+    *,
+    title: str,
+    is_partial: bool,
+    attrs: Mapping[str, Any],
+    started: float,
+    description: str,
+    progress: bool = True,
+    decode: Callable[[bytes], np.ndarray] | None = None,
+    unreadable: Callable[[list[str]], DataError] | None = None,
+) -> tuple[bool, list[str]]:
+    """Prepare ``path`` from image files on disk unless it already holds them, then look for duplicates across
+    splits (CUB, tieredImageNet).
+
+    Each image is named ``split/class/file`` (in messages, the content hash and the duplicate report). The
+    source's fingerprint, attr ``source_fingerprint``, is the sha256 of every image's name, size and
+    modification time (whole seconds, as tar archives keep them). The file is kept when :func:`reuse_prepared`
+    finds it valid with the same fingerprint (a partial copy never replaces a complete file); otherwise
+    :func:`write_decoded` writes it, with ``content_sha256`` of the files' bytes.
+
+    Args:
+        path: the prepared file.
+        classes: ``(name, split, group, files)`` per class in stored order (sorted by name), ``files`` the
+            ``(file name, path, read)`` of its images in stored order.
+        title: the dataset, for messages.
+        is_partial: whether the copy is partial (attrs ``partial`` and ``variant`` "partial" / "full").
+        attrs: further attributes; must hold ``dataset``, ``image_size``, ``channels`` and ``resize_filter``.
+        started: ``time.monotonic()`` when the import began (for the report).
+        description, progress, decode, unreadable: as for :func:`write_decoded`.
+
+    Returns:
+        ``(reused, report lines)``: whether the existing file was kept; the lines on duplicates and on the file.
+
+    Raises:
+        DataError: what :func:`reuse_prepared` and :func:`write_decoded` raise.
+    """
+    names = [[f"{split}/{name}/{file}" for file, _, _ in files] for name, split, _, files in classes]
+    files = [image for _, _, _, images in classes for image in images]
+    fingerprint = hashlib.sha256()
+    for image, (_, where, _) in zip((n for class_names in names for n in class_names), files):
+        st = os.stat(where)
+        fingerprint.update(f"{image}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
+    attrs = {
+        **attrs,
+        "partial": bool(is_partial),
+        "variant": "partial" if is_partial else "full",
+        "source_fingerprint": fingerprint.hexdigest(),
+    }
+    splits = [split for _, split, _, _ in classes]
+    reused = reuse_prepared(
+        path,
+        title=title,
+        is_partial=is_partial,
+        same={"source_fingerprint": attrs["source_fingerprint"]},
+        **{key: attrs[key] for key in ("dataset", "resize_filter", "image_size", "channels")},
+    )
+    if not reused:
+        write_decoded(
+            path,
+            zip((n for class_names in names for n in class_names), (read for _, _, read in files)),
+            class_names=[name for name, _, _, _ in classes],
+            class_counts=[len(images) for _, _, _, images in classes],
+            class_groups=[group for _, _, group, _ in classes],
+            class_split=splits,
+            attrs=attrs,
+            description=description,
+            progress=progress,
+            decode=decode,
+            hash_content=True,
+            unreadable=unreadable,
+        )
+    say(progress, "Looking for pixel-identical images across splits")
+    pairs, within = find_duplicates(path, names, splits)
+    content = str((read_valid_attrs(path) or {}).get("content_sha256"))
+    return reused, [*duplicate_lines(pairs, within), prepared_line(path, reused, time.monotonic() - started, content)]
+
+
 # ----------------------------------------------------------------------------------------------- check
 def read_valid_attrs(path: Path, **expected: Any) -> dict[str, Any] | None:
     """The attributes of a complete, consistent prepared file, or None.
@@ -229,6 +398,36 @@ def read_valid_attrs(path: Path, **expected: Any) -> dict[str, Any] | None:
             return attrs if ok else None
     except (OSError, KeyError, ValueError, TypeError):
         return None
+
+
+def reuse_prepared(path: Path, *, title: str, is_partial: bool, same: Mapping[str, Any], **expected: Any) -> bool:
+    """Whether ``path`` already holds what an import would write, so it is kept as it is.
+
+    Args:
+        path: the prepared file.
+        title: the dataset, for the message (``Mini-ImageNet``).
+        is_partial: whether the copy being imported is partial.
+        same: attributes naming the source (``content_sha256``, ...): the file is reused when all are equal.
+        **expected: what :func:`read_valid_attrs` checks (dataset, filter, size, channels).
+
+    Returns:
+        True when ``path`` is a valid file with these attributes.
+
+    Raises:
+        DataError: the copy is partial and ``path`` holds a complete file of another source (importing would
+            replace it).
+    """
+    existing = read_valid_attrs(path, **expected)
+    if existing is None:
+        return False
+    if all(str(_plain(existing.get(key))) == str(value) for key, value in same.items()):
+        return True
+    if is_partial and not bool(existing.get("partial", True)):
+        raise DataError(
+            f"{path} holds a complete {title}; preparing this partial copy would replace it: "
+            "use another --root, or delete that file first"
+        )
+    return False
 
 
 def _plain(value: Any) -> Any:
@@ -395,3 +594,61 @@ def decode_stream(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------- reports
+def find_duplicates(
+    path: Path, image_names: list[list[str]], class_splits: list[str]
+) -> tuple[list[tuple[str, str]], int]:
+    """Pixel-identical images in a prepared file.
+
+    Args:
+        path: the prepared file.
+        image_names: per class, the names of its images in stored order (used in the result).
+        class_splits: per class, its split.
+
+    Returns:
+        ``(pairs, within)``: ``pairs`` lists ``(a, b)`` for images in different splits with identical pixels
+        (each image of a group paired with the group's first one, sorted); ``within`` counts the further
+        copies of an image inside one split.
+    """
+    groups: dict[bytes, list[tuple[str, str]]] = {}
+    for c, block in images_by_class(path):
+        for i in range(len(block)):
+            digest = hashlib.blake2b(block[i].tobytes(), digest_size=16).digest()
+            groups.setdefault(digest, []).append((class_splits[c], image_names[c][i]))
+    pairs: list[tuple[str, str]] = []
+    within = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        splits = {s for s, _ in members}
+        within += len(members) - len(splits)
+        if len(splits) > 1:
+            first = members[0]
+            pairs += [(first[1], m[1]) for m in members[1:] if m[0] != first[0]]
+    return sorted(pairs), within
+
+
+def duplicate_lines(pairs: list[tuple[str, str]], within: int) -> list[str]:
+    """Report lines for :func:`find_duplicates`' result."""
+    if pairs:
+        shown = [f"{a} = {b}" for a, b in pairs]
+        lines = [
+            f"{len(shown)} pixel-identical image pair(s) across splits (an upstream quirk; left as they are): "
+            + "; ".join(shown)
+        ]
+    else:
+        lines = ["no pixel-identical images across splits"]
+    if within:
+        lines.append(f"{within} further pixel-identical copies within a split")
+    return lines
+
+
+def prepared_line(path: Path, reused: bool, seconds: float, content_sha256: str) -> str:
+    """The report's last line: the prepared file (or the one kept), its size, the time taken, its content hash."""
+    verb = "already prepared, kept" if reused else "prepared"
+    return (
+        f"{verb}: {path} ({path.stat().st_size / 1e6:,.1f} MB, {seconds:.1f} s, "
+        f"content sha256 {content_sha256[:16]}...)"
+    )

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from reptile_cli.data import h5images
 from reptile_cli.data.download import check_zip_entry, fetch, file_sha256, is_url, open_zip, resolve_url, url_to_path
-from reptile_cli.data.h5images import SPLIT_NAMES, first_few, say
+from reptile_cli.data.h5images import SPLIT_NAMES, duplicate_lines, find_duplicates, first_few, prepared_line, say
 from reptile_cli.errors import DataError
 from reptile_cli.locks import lock_preparation
 
@@ -61,10 +61,10 @@ RAVI_SPLIT_SHA256 = {
 EXPECTED_CLASSES = {"train": 64, "val": 16, "test": 20}
 IMAGES_PER_CLASS = 600
 
-_WNID_RE = re.compile(r"n\d{8}")
+WNID_RE = re.compile(r"n\d{8}")
 _CSV_NAME_RE = re.compile(r"(n\d{8})(\d{8})")  # stem of a split file name: wnid + 8-digit index
-_IMAGENET_RE = re.compile(r"(n\d{8})_(\d+)")  # stem of an ImageNet training file: <wnid>_<n>
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+IMAGENET_RE = re.compile(r"(n\d{8})_(\d+)")  # stem of an ImageNet training file: <wnid>_<n>
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _EXAMPLES = 3
 
 
@@ -285,37 +285,32 @@ class ImportReport:
 
     def summary(self) -> list[str]:
         """Human-readable lines for the CLI."""
-        counts = "; ".join(
-            f"{name} {s.classes_found}/{s.classes_expected} classes, {s.images_found:,}/{s.images_expected:,} images"
-            for name, s in self.splits.items()
-        )
         kind = "partial" if self.partial else "complete"
-        lines = [f"Mini-ImageNet ({kind}, {self.layout} layout, {self.split_csvs} split) from {self.source}: {counts}"]
+        lines = [
+            f"Mini-ImageNet ({kind}, {self.layout} layout, {self.split_csvs} split) from {self.source}: "
+            + split_counts(self.splits)
+        ]
         if self.partial:
-            lines.append(_missing_summary(self.splits))
-        if self.cross_split_duplicates:
-            pairs = [f"{a} = {b}" for a, b in self.cross_split_duplicates]
-            lines.append(
-                f"{len(pairs)} pixel-identical image pair(s) across splits (an upstream quirk; left as they are): "
-                + "; ".join(pairs)
-            )
-        else:
-            lines.append("no pixel-identical images across splits")
-        if self.within_split_duplicates:
-            lines.append(f"{self.within_split_duplicates} further pixel-identical copies within a split")
+            lines.append(missing_summary(self.splits))
+        lines += duplicate_lines(self.cross_split_duplicates, self.within_split_duplicates)
         if self.ignored_files:
             lines.append(f"ignored {self.ignored_files} files that are not images of the split")
         if self.split_files:
             lines.append(f"installed split files: {', '.join(self.split_files)}")
-        verb = "already prepared, kept" if self.reused else "prepared"
-        lines.append(
-            f"{verb}: {self.path} ({self.size_bytes / 1e6:,.1f} MB, {self.seconds:.1f} s, "
-            f"content sha256 {self.content_sha256[:16]}...)"
-        )
+        lines.append(prepared_line(self.path, self.reused, self.seconds, self.content_sha256))
         return lines
 
 
-def _missing_summary(splits: dict[str, SplitReport]) -> str:
+def split_counts(splits: dict[str, SplitReport]) -> str:
+    """``"train 64/64 classes, 38,400/38,400 images; val ..."``: classes and images found of those listed."""
+    return "; ".join(
+        f"{name} {s.classes_found}/{s.classes_expected} classes, {s.images_found:,}/{s.images_expected:,} images"
+        for name, s in splits.items()
+    )
+
+
+def missing_summary(splits: dict[str, SplitReport]) -> str:
+    """``"partial copy: N of M listed images missing (per split ...), e.g. ..."``."""
     missing = sum(s.images_missing for s in splits.values())
     expected = sum(s.images_expected for s in splits.values())
     parts = []
@@ -334,9 +329,31 @@ def _missing_summary(splits: dict[str, SplitReport]) -> str:
     )
 
 
+def incomplete_error(title: str, source: Path | str, splits: dict[str, SplitReport]) -> DataError:
+    """The one-line error refusing a partial copy without ``--allow-partial``: what is missing, and the two ways
+    on."""
+    missing_classes = [c for r in splits.values() for c in r.missing_classes]
+    what = ""
+    if missing_classes:
+        what = f"{len(missing_classes)} class folder(s) missing ({first_few(missing_classes)}) and "
+    return DataError(
+        f"the {title} copy in {source} is incomplete: {what}"
+        + missing_summary(splits).removeprefix("partial copy: ")
+        + "; complete the copy, or pass --allow-partial to prepare it as a partial set"
+    )
+
+
 # ----------------------------------------------------------------------------------------------- scan
 @dataclass
-class _Entry:
+class Entry:
+    """One file found by :func:`scan`.
+
+    Attributes:
+        parts: its path relative to the folder or zip (``("train", "n01532829", "x.jpg")``).
+        read: returns its bytes.
+        where: the file for messages: its path, or ``archive.zip:member``.
+    """
+
     parts: tuple[str, ...]
     read: Callable[[], bytes]
     where: str
@@ -351,7 +368,7 @@ def _source_csvs(path: Path) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     if path.is_dir():
         for here, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not _hidden(d) and not _WNID_RE.fullmatch(d))
+            dirs[:] = sorted(d for d in dirs if not _hidden(d) and not WNID_RE.fullmatch(d))
             for name in sorted(set(names) & set(RAVI_SPLIT_SHA256)):
                 found.setdefault(name, (Path(here) / name).read_bytes())
         return found
@@ -363,10 +380,15 @@ def _source_csvs(path: Path) -> dict[str, bytes]:
     return found
 
 
-def _scan(path: Path, keep_dir: Callable[[str], bool]) -> tuple[list[_Entry], int]:
-    """Every file of a folder or zip (hidden ones skipped) outside folders ``keep_dir`` rejects, and the
-    number of folders rejected."""
-    entries: list[_Entry] = []
+def scan(path: Path, keep_dir: Callable[[str], bool]) -> tuple[list[Entry], int]:
+    """Every file of a folder or zip (hidden ones and ``__MACOSX`` skipped) outside folders ``keep_dir``
+    rejects (it is given each folder's name), and the number of folders rejected. A folder is walked in sorted
+    order; a zip in archive order (it stays open while the entries' readers are in use).
+
+    Raises:
+        DataError: an unreadable zip, or an entry that would lie outside it (absolute, ``..``, a link).
+    """
+    entries: list[Entry] = []
     if path.is_dir():
         skipped = 0
         for here, dirs, names in os.walk(path):
@@ -377,7 +399,7 @@ def _scan(path: Path, keep_dir: Callable[[str], bool]) -> tuple[list[_Entry], in
             for name in sorted(names):
                 if not _hidden(name):
                     full = Path(here) / name
-                    entries.append(_Entry((*rel, name), full.read_bytes, str(full)))
+                    entries.append(Entry((*rel, name), full.read_bytes, str(full)))
         return entries, skipped
     zf = open_zip(path)  # stays open while the entries' readers are in use
     rejected: set[tuple[str, ...]] = set()
@@ -390,33 +412,33 @@ def _scan(path: Path, keep_dir: Callable[[str], bool]) -> tuple[list[_Entry], in
         if bad is not None:
             rejected.add(dirs[: bad + 1])
             continue
-        entries.append(_Entry(rel.parts, partial(zf.read, info), f"{path}:{info.filename}"))
+        entries.append(Entry(rel.parts, partial(zf.read, info), f"{path}:{info.filename}"))
     return entries, len(rejected)
 
 
-def _classify(entries: list[_Entry]) -> tuple[list[_Entry], list[_Entry], list[_Entry], int]:
+def _classify(entries: list[Entry]) -> tuple[list[Entry], list[Entry], list[Entry], int]:
     """Sort files into copy images (split file names), ImageNet images, other images in class folders, and
     the number of other files."""
     copy_items, imagenet_items, stray = [], [], []
     ignored = 0
     for entry in entries:
         stem, ext = os.path.splitext(entry.parts[-1])
-        if ext.lower() not in _IMAGE_EXTS:
+        if ext.lower() not in IMAGE_EXTS:
             ignored += entry.parts[-1] not in RAVI_SPLIT_SHA256
         elif _CSV_NAME_RE.fullmatch(stem):
             copy_items.append(entry)
-        elif _IMAGENET_RE.fullmatch(stem):
+        elif IMAGENET_RE.fullmatch(stem):
             imagenet_items.append(entry)
-        elif len(entry.parts) >= 2 and _WNID_RE.fullmatch(entry.parts[-2]):
+        elif len(entry.parts) >= 2 and WNID_RE.fullmatch(entry.parts[-2]):
             stray.append(entry)
         else:
             ignored += 1
     return copy_items, imagenet_items, stray, ignored
 
 
-def _match_copy(items: list[_Entry], split: Split) -> dict[str, dict[str, _Entry]]:
+def _match_copy(items: list[Entry], split: Split) -> dict[str, dict[str, Entry]]:
     """Images named by the split files: check each sits in its class's (and split's) folder."""
-    found: dict[str, dict[str, _Entry]] = {}
+    found: dict[str, dict[str, Entry]] = {}
     foreign, misplaced = [], []
     for entry in items:
         stem = os.path.splitext(entry.parts[-1])[0]
@@ -427,7 +449,7 @@ def _match_copy(items: list[_Entry], split: Split) -> dict[str, dict[str, _Entry
             continue
         folder = entry.parts[-2] if len(entry.parts) >= 2 else ""
         split_folder = entry.parts[-3] if len(entry.parts) >= 3 else ""
-        if _WNID_RE.fullmatch(folder) and folder != wnid:
+        if WNID_RE.fullmatch(folder) and folder != wnid:
             misplaced.append(f"{'/'.join(entry.parts)} (class {wnid}, not {folder})")
             continue
         if folder == wnid and split_folder in SPLIT_NAMES and split_folder != split.split_of[wnid]:
@@ -453,16 +475,16 @@ def _match_copy(items: list[_Entry], split: Split) -> dict[str, dict[str, _Entry
     return found
 
 
-def _match_imagenet(items: list[_Entry], split: Split, skipped: list[int]) -> dict[str, dict[str, _Entry]]:
+def _match_imagenet(items: list[Entry], split: Split, skipped: list[int]) -> dict[str, dict[str, Entry]]:
     """Map split file names to ImageNet training files (see :func:`import_copy` for the rule); files of classes
     not in the split are counted in ``skipped[0]``."""
-    by_class: dict[str, list[tuple[int, str, _Entry]]] = {}
+    by_class: dict[str, list[tuple[int, str, Entry]]] = {}
     for entry in items:
         stem = os.path.splitext(entry.parts[-1])[0]
-        match = _IMAGENET_RE.fullmatch(stem)
+        match = IMAGENET_RE.fullmatch(stem)
         wnid, number = match.group(1), int(match.group(2))
         folder = entry.parts[-2] if len(entry.parts) >= 2 else ""
-        if _WNID_RE.fullmatch(folder) and folder != wnid:
+        if WNID_RE.fullmatch(folder) and folder != wnid:
             raise DataError(
                 f"{entry.where} sits in the folder of class {folder}; an ImageNet training folder holds "
                 "<wnid>/<wnid>_<n>.JPEG: check the copy"
@@ -471,7 +493,7 @@ def _match_imagenet(items: list[_Entry], split: Split, skipped: list[int]) -> di
             by_class.setdefault(wnid, []).append((number, entry.parts[-1], entry))
         else:
             skipped[0] += 1
-    found: dict[str, dict[str, _Entry]] = {}
+    found: dict[str, dict[str, Entry]] = {}
     for wnid, files in by_class.items():
         files.sort(key=lambda f: (f[0], f[1]))
         here = found.setdefault(wnid, {})
@@ -482,15 +504,27 @@ def _match_imagenet(items: list[_Entry], split: Split, skipped: list[int]) -> di
     return found
 
 
-def _split_reports(found: dict[str, dict[str, _Entry]], split: Split) -> dict[str, SplitReport]:
+def split_reports(
+    found: dict[str, dict[str, Entry]], split_of: dict[str, str], names: dict[str, list[str]]
+) -> dict[str, SplitReport]:
+    """How complete each split of a copy is.
+
+    Args:
+        found: class -> {listed file name: its Entry} of the files found.
+        split_of: class -> its split, for every listed class.
+        names: class -> the file names listed for it.
+
+    Returns:
+        ``{"train": SplitReport, "val": ..., "test": ...}``.
+    """
     reports = {}
     for s in SPLIT_NAMES:
-        wnids = [w for w, sp in split.split_of.items() if sp == s]
+        wnids = [w for w, sp in split_of.items() if sp == s]
         missing_classes, examples = [], []
         incomplete = images_found = images_expected = 0
         for wnid in wnids:
             have = found.get(wnid, {})
-            listed = split.names[wnid]
+            listed = names[wnid]
             images_expected += len(listed)
             images_found += len(have)
             if not have:
@@ -511,7 +545,7 @@ def _split_reports(found: dict[str, dict[str, _Entry]], split: Split) -> dict[st
     return reports
 
 
-def _content_sha256(found: dict[str, dict[str, _Entry]], split: Split, progress: bool) -> str:
+def _content_sha256(found: dict[str, dict[str, Entry]], split: Split, progress: bool) -> str:
     h = hashlib.sha256()
     for name in sorted(split.files):
         h.update(f"{name}\0{hashlib.sha256(split.files[name]).hexdigest()}\0".encode())
@@ -524,40 +558,6 @@ def _content_sha256(found: dict[str, dict[str, _Entry]], split: Split, progress:
                 h.update(data)
             bar.advance(task, len(found[wnid]))
     return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------- duplicates
-def find_duplicates(
-    path: Path, image_names: list[list[str]], class_splits: list[str]
-) -> tuple[list[tuple[str, str]], int]:
-    """Pixel-identical images in a prepared file.
-
-    Args:
-        path: the prepared file.
-        image_names: per class, the names of its images in stored order (used in the result).
-        class_splits: per class, its split.
-
-    Returns:
-        ``(pairs, within)``: ``pairs`` lists ``(a, b)`` for images in different splits with identical pixels
-        (each image of a group paired with the group's first one, sorted); ``within`` counts the further
-        copies of an image inside one split.
-    """
-    groups: dict[bytes, list[tuple[str, str]]] = {}
-    for c, block in h5images.images_by_class(path):
-        for i in range(len(block)):
-            digest = hashlib.blake2b(block[i].tobytes(), digest_size=16).digest()
-            groups.setdefault(digest, []).append((class_splits[c], image_names[c][i]))
-    pairs: list[tuple[str, str]] = []
-    within = 0
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        splits = {s for s, _ in members}
-        within += len(members) - len(splits)
-        if len(splits) > 1:
-            first = members[0]
-            pairs += [(first[1], m[1]) for m in members[1:] if m[0] != first[0]]
-    return sorted(pairs), within
 
 
 # ----------------------------------------------------------------------------------------------- import
@@ -654,7 +654,7 @@ def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_fi
 
     split = _decide_split(root, _source_csvs(source), splits_dir, splits_mirror, progress)
     # Only the split's class folders are read (an ImageNet training folder has 1000).
-    entries, foreign_dirs = _scan(source, lambda d: not _WNID_RE.fullmatch(d) or d in split.split_of)
+    entries, foreign_dirs = scan(source, lambda d: not WNID_RE.fullmatch(d) or d in split.split_of)
     copy_items, imagenet_items, stray, ignored = _classify(entries)
     if copy_items and imagenet_items:
         raise DataError(
@@ -678,37 +678,24 @@ def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_fi
     found = _match_copy(copy_items, split) if copy_items else _match_imagenet(imagenet_items, split, skipped)
     ignored += skipped[0]
     found = {w: images for w, images in found.items() if images}
-    reports = _split_reports(found, split)
+    reports = split_reports(found, split.split_of, split.names)
     is_partial = any(r.images_missing for r in reports.values())
     if is_partial and not allow_partial:
-        missing_classes = [c for r in reports.values() for c in r.missing_classes]
-        what = (
-            f"{len(missing_classes)} class folder(s) missing ({first_few(missing_classes)}) and "
-            if missing_classes
-            else ""
-        )
-        raise DataError(
-            f"the Mini-ImageNet copy in {source} is incomplete: {what}"
-            + _missing_summary(reports).removeprefix("partial copy: ")
-            + "; complete the copy, or pass --allow-partial to prepare it as a partial set"
-        )
+        raise incomplete_error("Mini-ImageNet", source, reports)
 
     out = prepared_path(root, resize_filter)
     content = _content_sha256(found, split, progress)
     split_label = "ravi-larochelle" if split.official else "custom"
-    existing = h5images.read_valid_attrs(
-        out, dataset=DATASET, resize_filter=resize_filter, image_size=IMAGE_SIZE, channels=CHANNELS
+    reused = h5images.reuse_prepared(
+        out,
+        title="Mini-ImageNet",
+        is_partial=is_partial,
+        same={"content_sha256": content, "split_csvs": split_label},
+        dataset=DATASET,
+        resize_filter=resize_filter,
+        image_size=IMAGE_SIZE,
+        channels=CHANNELS,
     )
-    reused = (
-        existing is not None
-        and str(existing.get("content_sha256")) == content
-        and str(existing.get("split_csvs")) == split_label
-    )
-    if existing is not None and not reused and is_partial and not bool(existing.get("partial", True)):
-        raise DataError(
-            f"{out} holds a complete Mini-ImageNet; preparing this partial copy would replace it: "
-            "use another --root, or delete that file first"
-        )
 
     wnids = sorted(found)
     image_names = [sorted(found[w]) for w in wnids]
@@ -719,13 +706,17 @@ def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_fi
             for w, names in zip(wnids, image_names)
             for n in names
         ]
-        _write(
+        h5images.write_decoded(
             out,
             items,
             class_names=wnids,
             class_counts=[len(n) for n in image_names],
-            class_splits=class_splits,
+            class_groups=class_splits,
+            class_split=class_splits,
             attrs={
+                "dataset": DATASET,
+                "image_size": IMAGE_SIZE,
+                "channels": CHANNELS,
                 "variant": "partial" if is_partial else "full",
                 "partial": bool(is_partial),
                 "split_csvs": split_label,
@@ -733,6 +724,7 @@ def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_fi
                 "resize_filter": resize_filter,
                 "content_sha256": content,
             },
+            description=f"Decoding Mini-ImageNet ({layout}, {resize_filter})",
             progress=progress,
         )
     say(progress, "Looking for pixel-identical images across splits")
@@ -760,41 +752,3 @@ def _import_copy(root, path, allow_partial, splits_dir, splits_mirror, resize_fi
         say(progress, line)
     return out, report
 
-
-def _write(
-    out: Path,
-    items: list[tuple[str, Callable[[], bytes]]],
-    *,
-    class_names: list[str],
-    class_counts: list[int],
-    class_splits: list[str],
-    attrs: dict,
-    progress: bool,
-) -> None:
-    """Decode ``items`` (in stored order) into ``out``; every unreadable image is collected, then one DataError."""
-    errors: list[str] = []
-    resize_filter = attrs["resize_filter"]
-    decode = partial(h5images.decode_image, image_size=IMAGE_SIZE, channels=CHANNELS, resize_filter=resize_filter)
-
-    def images():
-        yield from h5images.decode_stream(items, decode, shape=(IMAGE_SIZE, IMAGE_SIZE, CHANNELS), errors=errors)
-        if errors:
-            raise DataError(
-                f"{len(errors)} unreadable image(s) (truncated or corrupt), e.g. {first_few(errors)}; "
-                "replace them from the original source and import again"
-            )
-
-    h5images.write_images_h5(
-        out,
-        images(),
-        class_names=class_names,
-        class_counts=class_counts,
-        class_groups=class_splits,
-        class_split=class_splits,
-        attrs={"dataset": DATASET, "image_size": IMAGE_SIZE, "channels": CHANNELS, **attrs},
-        chunk_images=1,
-        compression=None,
-        compression_opts=None,
-        description=f"Decoding Mini-ImageNet ({attrs['source_layout']}, {resize_filter})",
-        progress=progress,
-    )

@@ -1,7 +1,15 @@
-"""Model zoo: ``build_model(model_cfg, ways)`` from the ``model`` config group."""
+"""Model zoo: the models the ``model`` config group can name (:data:`MODELS`), ``build_model(model_cfg, ways)``.
+
+Each model is described once, by a :class:`ModelSpec`: the ``model.*`` keys it reads, the kinds of task family
+it serves and what input it takes. The trainer and evaluator call :func:`build_model` and :func:`check_input`;
+:mod:`reptile_cli.applicability` reads the specs to refuse a key of another model. A new model enters here and
+in ``conf/model/``, nowhere else.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,18 +19,80 @@ from reptile_cli.errors import ConfigError
 from reptile_cli.models.conv4 import Conv4
 from reptile_cli.models.mlp import MLP
 from reptile_cli.models.policy import PolicyMLP
+from reptile_cli.models.resnet12 import ResNet12
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the zoo.
+
+    Attributes:
+        name: the value of ``model.name``.
+        what: the model in a sentence (``"a ResNet-12"``), for messages.
+        keys: the ``model.*`` keys it reads (any other must keep its default).
+        kinds: the task-family kinds it serves (``classification``, ``regression``, ``rl``).
+        takes: ``images`` (``[B, C, H, W]``, checked against ``model.in_channels`` / ``model.image_size``) or
+            ``vectors`` (``[B, F]``, checked against ``model.in_features`` / ``model.out_features``).
+        make: ``(model_cfg, ways) -> nn.Module``; raises ValueError on a bad setting.
+    """
+
+    name: str
+    what: str
+    keys: tuple[str, ...]
+    kinds: tuple[str, ...]
+    takes: str
+    make: Callable[[Any, int], nn.Module]
+
+
+def _positive_eps(cfg: Any) -> float:
+    if not cfg.bn_eps > 0:
+        raise ValueError(f"model.bn_eps={cfg.bn_eps}: must be positive (1e-3 as the reference)")
+    return cfg.bn_eps
+
+
+MLP_KEYS = ("hidden", "activation", "in_features", "out_features")
+MODELS = {spec.name: spec for spec in (
+    ModelSpec("conv4", "conv4 (the paper's 4-layer conv net)",
+              ("in_channels", "image_size", "filters", "stride", "max_pool", "bn_eps"), ("classification",), "images",
+              lambda cfg, ways: Conv4(ways, cfg.in_channels, cfg.image_size, cfg.filters, cfg.stride, cfg.max_pool,
+                                      _positive_eps(cfg))),
+    ModelSpec("resnet12", "a ResNet-12", ("in_channels", "image_size", "widths", "leaky_slope", "bn_eps"),
+              ("classification",), "images",
+              lambda cfg, ways: ResNet12(ways, cfg.in_channels, cfg.image_size, tuple(cfg.widths), cfg.leaky_slope,
+                                         _positive_eps(cfg))),
+    ModelSpec("mlp", "an MLP", MLP_KEYS, ("regression",), "vectors",
+              lambda cfg, ways: MLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation)),
+    ModelSpec("policy", "a policy (RL)", (*MLP_KEYS, "distribution", "init_log_std"), ("rl",), "vectors",
+              lambda cfg, ways: PolicyMLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation,
+                                          cfg.distribution, cfg.init_log_std)),
+)}
+# the presets to suggest for a kind of task family (``model=...``; RL: the dataset's own policy preset)
+SUGGEST = {"classification": "model=conv4_omniglot, model=conv4_miniimagenet or model=resnet12",
+           "regression": "model=mlp_sine", "rl": "model=policy_<dataset> (model.name=policy)"}
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` named ``name``.
+
+    Raises:
+        ConfigError: no such model (the message lists them).
+    """
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r} is not a known model: use {', '.join(MODELS)} (model=conv4_omniglot, "
+                          f"model=resnet12, ...)")
+    return MODELS[name]
 
 
 def check_input(cfg: Any, image_shape: tuple[int, int, int] | None,
                 features: tuple[int, int] | None = None) -> None:
-    """Raise ConfigError when a conv model's input does not match the dataset's images (C, H, W), or an MLP's
-    ``in_features`` / ``out_features`` the task family's (input, target) sizes ``features``."""
-    if cfg.name in ("mlp", "policy") and features is not None and (cfg.in_features, cfg.out_features) != tuple(
-            features):
+    """Raise ConfigError when an image model's input does not match the dataset's images ``(C, H, W)``, or a
+    vector model's ``in_features`` / ``out_features`` the task family's (input, target) sizes ``features``."""
+    takes = model_spec(cfg.name).takes
+    if takes == "vectors" and features is not None and (cfg.in_features, cfg.out_features) != tuple(features):
         raise ConfigError(f"model.in_features={cfg.in_features} model.out_features={cfg.out_features}: the tasks "
                           f"have {features[0]} input and {features[1]} target value(s) per example; set "
                           f"model.in_features={features[0]} model.out_features={features[1]}")
-    if cfg.name != "conv4" or image_shape is None:
+    if takes != "images" or image_shape is None:
         return
     c, h, _ = image_shape
     if (cfg.in_channels, cfg.image_size) != (c, h):
@@ -32,32 +102,20 @@ def check_input(cfg: Any, image_shape: tuple[int, int, int] | None,
 
 
 def build_model(cfg: Any, ways: int) -> nn.Module:
-    """Build the network named by ``cfg.name`` (``conv4`` or ``mlp``).
+    """Build the network named by ``cfg.name`` (one of :data:`MODELS`).
 
     Args:
         cfg: the ``model`` config node (see ``reptile_cli.config.ModelConfig``).
-        ways: N, the number of logits of a classifier (ignored by ``mlp``).
+        ways: N, the number of logits of a classifier (ignored by vector models).
 
     Raises:
         ConfigError: unknown model name or bad setting (e.g. ``model.bn_eps`` not positive).
     """
-    if cfg.name == "conv4":
-        if not cfg.bn_eps > 0:
-            raise ConfigError(f"model.bn_eps={cfg.bn_eps}: must be positive (1e-3 as the reference)")
-        return Conv4(ways, cfg.in_channels, cfg.image_size, cfg.filters, cfg.stride, cfg.max_pool, cfg.bn_eps)
-    if cfg.name == "mlp":
-        try:
-            return MLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if cfg.name == "policy":
-        try:
-            return PolicyMLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation, cfg.distribution,
-                             cfg.init_log_std)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    raise ConfigError(f"model.name={cfg.name!r} is not a known model: use conv4, mlp or policy (model=conv4_omniglot, "
-                      f"...)")
+    spec = model_spec(cfg.name)
+    try:
+        return spec.make(cfg, ways)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 HEAD_INITS = ("zeros", "glorot")
@@ -81,7 +139,8 @@ def replace_head(weights: dict, optimizer_state: dict | None, ways: int, how: st
     if how not in HEAD_INITS:
         raise ConfigError(f"eval.new_head={how!r}: use {' or '.join(HEAD_INITS)}")
     if "head.weight" not in weights:
-        raise ConfigError("eval.new_head applies to classifiers with a head layer (model.name=conv4)")
+        classifiers = " or ".join(n for n, spec in MODELS.items() if "classification" in spec.kinds)
+        raise ConfigError(f"eval.new_head applies to classifiers with a head layer (model.name={classifiers})")
     weights = dict(weights)
     features = weights["head.weight"].shape[1]
     dtype = weights["head.weight"].dtype
