@@ -165,8 +165,13 @@ def test_eval_bad_inputs(cli, tmp_path):
     (["data", "import", "omniglot", "X", "--allow-partial"], "--allow-partial does not apply to omniglot"),
     (["data", "download", "tieredimagenet"], "tieredimagenet has no official download"),
 ])
-def test_data_options_that_do_not_apply_are_refused(cli, tmp_path, args, needle):
-    """An option of another dataset is refused before any work, as a config key is (nothing is read or made)."""
-    r = cli(*args, "--root", str(tmp_path / "root"), cwd=tmp_path)
-    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_data_options_that_do_not_apply_are_refused(tmp_path, args, needle):
+    """An option of another dataset is refused before any work, as a config key is (nothing is read or made).
+    In process (typer's runner): the refusal comes before any import of the data modules' work."""
+    from typer.testing import CliRunner
+
+    from reptile_cli.cli import app
+
+    r = CliRunner().invoke(app, [*args, "--root", str(tmp_path / "root")])
+    assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "root").exists()

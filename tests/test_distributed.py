@@ -39,7 +39,7 @@ def test_blocks_cover_every_task_once():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-@pytest.mark.parametrize("meta_batch", [4, 5])
+@pytest.mark.parametrize("meta_batch", [4, pytest.param(5, marks=pytest.mark.slow)])  # 5: uneven shares
 def test_two_processes_equal_one_in_float64(cli, tmp_path, small_store, meta_batch):
     args = [*COMMON, f"dataset.root={small_store}", f"trainer.meta_batch_size={meta_batch}"]
     one = tmp_path / "one"

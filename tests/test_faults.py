@@ -135,6 +135,7 @@ def sweep_args(sweep):
             "trainer.inner_lr=0.01,0.02", "seed=0,1", f"hydra.sweep.dir={sweep}"]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_lists_every_job_and_resumes(cli, tmp_path):
     """Case 4: a 2x2 sweep stopped by Ctrl-C in its second job lists all four jobs with their states, and
     `reptile sweep --resume` completes it with the results of an uninterrupted sweep."""

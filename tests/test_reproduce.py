@@ -68,6 +68,7 @@ def test_every_cell_has_a_record_in_the_repository():
             assert "expected_cost" in doc and "measured" not in doc
 
 
+@pytest.mark.slow
 def test_reproduce_a_cell_end_to_end_small(cli, tmp_path, small_store):
     """The real command on a tiny budget: trains (resumable), evaluates both protocols, writes the record; a
     second call reuses both; --list shows the state."""

@@ -71,6 +71,7 @@ def kill_and_resume(cli, tmp_path, args, kill_at):
     return killed_at
 
 
+@pytest.mark.slow  # the Omniglot case stays in the default run
 def test_sigkill_then_resume_is_bit_identical_sine(cli, tmp_path):
     assert kill_and_resume(cli, tmp_path, SINE, 100) >= 100
 

@@ -62,6 +62,7 @@ def test_mse_ranks_lowest_first_and_seeds_group(tmp_path):
     assert groups[1].mean == pytest.approx(0.4) and groups[1].spread == pytest.approx(0.141421356)
 
 
+@pytest.mark.slow  # test_cli.py::test_multirun_2x2 keeps a sweep in the default run
 def test_sweep_command_and_plots(cli, tmp_path):
     fake_job(tmp_path / "s", 0, ["trainer.inner_lr=0.1"], "completed", 0.8)
     fake_job(tmp_path / "s", 1, ["trainer.inner_lr=0.2"], "failed")

@@ -122,6 +122,7 @@ def test_kill_and_resume_logs_no_step_twice(tmp_path, cli):
     assert len(ids) == 1, "both W&B sessions are one run"
 
 
+@pytest.mark.slow
 def test_a_sweep_is_one_tracker_run_per_job_grouped(cli, tmp_path):
     from tests.test_cli import SINE_NO_PERIODIC
 

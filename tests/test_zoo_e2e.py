@@ -3,6 +3,7 @@ ResNet-12 as for Conv4 (tiny widths, synthetic omniglot_small images)."""
 
 import json
 
+import pytest
 import torch
 
 from reptile_cli.checkpoint import load_checkpoint
@@ -12,6 +13,7 @@ BASE = ["experiment=omniglot_5w1s", "dataset=omniglot_small", "trainer.meta_iter
 TINY = ["model=resnet12", "model.widths=[4,6,8,8]"]
 
 
+@pytest.mark.slow
 def test_sweep_over_models_then_eval(cli, tmp_path, small_store):
     r = cli("train", "-m", *BASE, f"dataset.root={small_store}", "model=conv4_omniglot,resnet12",
             "model.filters=8", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
