@@ -442,3 +442,17 @@ def test_cli_import_and_train(cli, tmp_path, archive):
     assert "partial copy of CIFAR-FS" in r.stdout + r.stderr
     val = json.loads((run / "eval.json").read_text())
     assert val["split"] == "val" and 0 <= val["mean"] <= 1
+
+
+def test_resize_filter_does_not_apply_to_cifar():
+    """CIFAR images are never resized: another dataset.resize_filter is refused, not ignored."""
+    from omegaconf import OmegaConf
+
+    from reptile_cli.config import EpisodeConfig, ImageDataConfig
+    from reptile_cli.data.datasets import build_data_family
+    from reptile_cli.errors import ConfigError
+
+    cfg = OmegaConf.structured(ImageDataConfig(name="cifarfs", split="bertinetto", resize_filter="lanczos",
+                                               image_size=32, channels=3, rotations=False))
+    with pytest.raises(ConfigError, match="dataset.resize_filter=lanczos does not apply"):
+        build_data_family(cfg, OmegaConf.structured(EpisodeConfig()), root="/nonexistent")

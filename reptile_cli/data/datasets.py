@@ -254,6 +254,10 @@ def build_data_family(dataset_cfg, episode_cfg, root: str | None = None, checked
         makers = {"ravi": lambda: stored_split(store, dataset_cfg)}
     elif name in LISTED:
         spec = LISTED[name]
+        if not spec.resizes and dataset_cfg.resize_filter != spec.default_filter:
+            raise ConfigError(f"dataset.resize_filter={dataset_cfg.resize_filter} does not apply: {spec.title} images "
+                              f"are stored at their own size, never resized; remove it (or set it back to "
+                              f"{spec.default_filter})")
         store = ImageStore(spec.prepared_path(data_root, dataset_cfg.resize_filter), spec.hint(data_root))
         if store.attrs.get("partial"):
             log.warning("%s is a partial copy of %s (see `reptile data list`): numbers are not comparable with "
