@@ -87,6 +87,9 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
             if key not in spec.keys:
                 inert("model", key, m.get(key), md[key],
                       f"it is a setting of model.name={' or '.join(owners)}, this model is {spec.what}")
+        if "drop_rate" in spec.keys and not m.get("drop_rate"):
+            inert("model", "dropblock_size", m.get("dropblock_size"), md["dropblock_size"],
+                  "model.drop_rate=0 turns dropout and DropBlock off; set model.drop_rate (0.1 as MetaOptNet) too")
         if family.kind not in spec.kinds:
             suggest = SUGGEST[family.kind].replace("<dataset>", d["name"])
             out.append(("model.name", f"model.name={m['name']} does not apply to dataset={d['name']}: it is "

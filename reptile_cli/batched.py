@@ -55,12 +55,13 @@ class StackedAdaptation:
         self.names = [n for n, _ in model.named_parameters()]
         self.stacked = use_stacked and hasattr(model, "stacked_forward")
 
-        def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def task_loss(params: Params, x: torch.Tensor, y: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
+            inputs = (x, list(noise)) if noise else (x,)
             if autocast is None:
-                out = functional_call(model, params, (x,))
+                out = functional_call(model, params, inputs)
             else:
                 with autocast():
-                    out = functional_call(model, params, (x,)).float()
+                    out = functional_call(model, params, inputs).float()
             return reduce_batch(example_losses(kind, out, y), reduction)
 
         self._grad = self._stacked_grad if self.stacked else vmap(grad_and_value(task_loss))
@@ -68,22 +69,29 @@ class StackedAdaptation:
         # non-transductive: each of Q query images with the whole support set, per task
         self._forward_each = vmap(vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(None, 0)))
 
-    def _stacked_grad(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
+    def _stacked_grad(self, params: Params, x: torch.Tensor, y: torch.Tensor,
+                      *noise: torch.Tensor) -> tuple[Params, torch.Tensor]:
         """Per-task gradients of each task's loss (mean or sum over its minibatch) and those losses ``[T]``,
         by ``model.stacked_forward`` (the tasks are independent, so the gradient of the sum over tasks is each
-        task's own gradient)."""
+        task's own gradient); ``noise``: the stacked dropout masks of this step, if any."""
         leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
         with torch.enable_grad():
             with self.autocast() if self.autocast is not None else nullcontext():
-                out = self.model.stacked_forward(leaves, x)  # [T, B, N] logits or [T, B, D] outputs
+                masks = (list(noise),) if noise else ()  # a model without dropout takes no masks argument
+                out = self.model.stacked_forward(leaves, x, *masks)  # [T, B, N] logits or [T, B, D] outputs
             out = out.float() if self.autocast is not None else out
             losses = reduce_batch(example_losses(self.kind, out, y), self.reduction)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return dict(zip(leaves, grads)), losses.detach()
 
+    def draw_noise(self, generators: list[torch.Generator], batch: int) -> list[torch.Tensor]:
+        """The dropout / DropBlock masks of one inner step of T tasks, each task's drawn from its own generator
+        as the sequential path draws them (``model.draw_noise``), stacked per layer: ``[T, batch, ...]``."""
+        return [torch.stack(masks) for masks in zip(*(self.model.draw_noise(batch, g) for g in generators))]
+
     def adapt(self, params: list[torch.Tensor], opt: dict, x: torch.Tensor, y: torch.Tensor,
-              batches: torch.Tensor, trainer_cfg,
-              keep_before_last: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+              batches: torch.Tensor, trainer_cfg, keep_before_last: bool = False,
+              noise: list[torch.Generator] | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Run the inner loop of T tasks in place.
 
         Args:
@@ -92,6 +100,7 @@ class StackedAdaptation:
             x: inputs ``[T, n, ...]``; y: targets ``[T, n]`` (or ``[T, n, 1]``).
             batches: int64 ``[T, steps, B]`` example indices per task and step.
             keep_before_last: also return the parameters just before the last step (FOMAML needs them).
+            noise: per task, the generator of its dropout / DropBlock masks (``Task.noise``); None: none.
 
         Returns:
             (mean per-example loss of the last step per task ``[T]``, whatever the reduction; parameters just
@@ -104,7 +113,8 @@ class StackedAdaptation:
             if keep_before_last and s == steps - 1:
                 before_last = [p.clone() for p in params]
             idx = batches[:, s]
-            grads, loss = self._grad(dict(zip(self.names, params)), x[rows, idx], y[rows, idx])
+            masks = self.draw_noise(noise, idx.shape[1]) if noise is not None else []
+            grads, loss = self._grad(dict(zip(self.names, params)), x[rows, idx], y[rows, idx], *masks)
             grads = [grads[n] for n in self.names]
             opt["step"] += 1
             if trainer_cfg.inner_optimizer == "sgd":
@@ -165,7 +175,8 @@ def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: S
     """One outer-loop iteration with all tasks adapted at once (batched optimizer-state semantics).
 
     Args:
-        tasks: the meta-batch (``Task`` each, all of the same size; this process's share of it).
+        tasks: the meta-batch (``Task`` each, all of the same size; this process's share of it; their ``noise``
+            generators, if any, give the dropout masks).
         batches: per task, its list of inner index batches (as the sequential path draws them).
         task_mean: this process's sums over its tasks -> means over the meta-batch (several processes:
             :mod:`reptile_cli.distributed`); default: divide by ``len(tasks)``.
@@ -180,7 +191,9 @@ def batched_meta_step(model: nn.Module, optimizer: InnerOptimizer, adaptation: S
     opt = stacked_state(optimizer, n)
     x, y = torch.stack([t.x for t in tasks]), torch.stack([t.y for t in tasks])
     idx = torch.stack([torch.stack(b) for b in batches]).to(x.device)
-    loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg, keep_before_last=algorithm == "fomaml")
+    noise = [t.noise for t in tasks] if tasks[0].noise is not None else None
+    loss, before_last = adaptation.adapt(params, opt, x, y, idx, trainer_cfg, keep_before_last=algorithm == "fomaml",
+                                         noise=noise)
     with torch.no_grad():
         if algorithm == "fomaml":
             sums = [(p - b).sum(0) for p, b in zip(params, before_last)]

@@ -140,6 +140,10 @@ class ModelConfig:
     # [64,128,256,512]) and the negative slope of its leaky ReLUs
     widths: list[int] = field(default_factory=lambda: [64, 160, 320, 640])
     leaky_slope: float = 0.1
+    # resnet12: dropout (blocks 1-2) and DropBlock (blocks 3-4) rate in the meta-training inner loop, 0 = off
+    # (MetaOptNet: 0.1), and DropBlock's block side in pixels (MetaOptNet: 5 at 84x84, 2 at 32x32)
+    drop_rate: float = 0.0
+    dropblock_size: int = 5
     # mlp
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"

@@ -30,8 +30,9 @@ def derive_seed(seed: int, stream: str, iteration: int = 0, index: int = 0) -> i
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
-def generator(seed: int, stream: str, iteration: int = 0, index: int = 0) -> torch.Generator:
-    """A fresh CPU ``torch.Generator`` seeded by :func:`derive_seed` of the same coordinates."""
-    g = torch.Generator()
+def generator(seed: int, stream: str, iteration: int = 0, index: int = 0, device=None) -> torch.Generator:
+    """A fresh ``torch.Generator`` (on the CPU, or on ``device``) seeded by :func:`derive_seed` of the same
+    coordinates."""
+    g = torch.Generator() if device is None else torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, stream, iteration, index))
     return g

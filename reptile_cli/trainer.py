@@ -110,6 +110,7 @@ class Trainer:
         with seeded(rng.derive_seed(cfg.seed, "init")):
             self.model = build_model(cfg.model, self.family.ways)
         self.model = place(self.model, self.device, self.dtype)
+        self.noisy = bool(getattr(self.model, "noisy", False))  # dropout / DropBlock in the inner loop
         self.optimizer = InnerOptimizer(self.model, cfg.trainer)
         self.reduction = loss_reduction(cfg.trainer)
         self.adaptation = StackedAdaptation(self.model, self.family.kind, self.autocast, self.reduction)
@@ -309,6 +310,8 @@ class Trainer:
         for i in indices:
             task = self.family.train_task(cfg.seed, it, i)
             task = task.to(self.device, self.dtype)
+            if self.noisy:  # dropout / DropBlock masks of this task's inner steps: a function of (seed, it, i)
+                task.noise = rng.generator(cfg.seed, "dropout", it, i, device=self.device)
             tasks.append(task)
             batches.append(task.plan(t.inner_batch_size, t.inner_steps, rng.generator(cfg.seed, "inner", it, i)))
         if t.path == "batched":

@@ -64,28 +64,81 @@ def test_batched_meta_step_equals_sequential_shared_state(small_store, algorithm
         assert close(list(sb[key].values()), list(sa[key].values()))
 
 
+def with_noise(tasks, it):
+    """The trainer's dropout generators: one per task, from (seed, iteration, task index)."""
+    for i, t in enumerate(tasks):
+        t.noise = rng.generator(0, "dropout", it, i)
+    return tasks
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.3], ids=["deterministic", "dropout+dropblock"])
 @pytest.mark.parametrize("stacked", [True, False], ids=["stacked_forward", "vmap"])
-def test_resnet12_batched_meta_step_equals_sequential(small_store, stacked):
+def test_resnet12_batched_meta_step_equals_sequential(small_store, stacked, drop_rate):
     """ResNet-12 on both batched routes (its grouped-convolution stacked forward, and torch.func vmap over
-    functional_call) == the sequential per-task path, Adam state carried over iterations (float64)."""
+    functional_call) == the sequential per-task path, Adam state carried over iterations (float64); with
+    dropout and DropBlock on, both paths draw the same masks from the tasks' generators, and the masks change
+    the result."""
     fam = build_task_family(OmegaConf.structured(ImageDataConfig(name="omniglot_small", split="alphabets",
                                                                  root=str(small_store))),
                             OmegaConf.structured(EpisodeConfig(ways=5, train_shots=2)))
     tcfg = OmegaConf.structured(TrainerConfig(inner_steps=2, inner_batch_size=5))
     torch.manual_seed(0)
-    a = ResNet12(5, 1, 28, (4, 6, 8, 8)).double()
-    b = copy.deepcopy(a)
-    opt_a, opt_b = InnerOptimizer(a, tcfg), InnerOptimizer(b, tcfg)
+    a = ResNet12(5, 1, 28, (4, 6, 8, 8), drop_rate=drop_rate, block_size=2).double()
+    b, plain = copy.deepcopy(a), copy.deepcopy(a)
+    opt_a, opt_b, opt_plain = InnerOptimizer(a, tcfg), InnerOptimizer(b, tcfg), InnerOptimizer(plain, tcfg)
     adaptation = StackedAdaptation(b, "classification", use_stacked=stacked)
     assert adaptation.stacked == stacked
     for it in range(2):
         tasks, batches = draw(fam, it, 3, tcfg)
+        tasks_b = [copy.copy(t) for t in tasks]
+        if drop_rate:  # each path its own generators (they are consumed), of the same coordinates
+            with_noise(tasks, it), with_noise(tasks_b, it)
         la = sequential_meta_step(a, opt_a, tasks, batches, "reptile", 0.5, "classification", shared_state=True)
-        lb = batched_meta_step(b, opt_b, adaptation, tasks, batches, "reptile", 0.5, tcfg)
+        lb = batched_meta_step(b, opt_b, adaptation, tasks_b, batches, "reptile", 0.5, tcfg)
         assert la == pytest.approx(lb, rel=1e-8)
+        plain_tasks = [copy.copy(t) for t in tasks]
+        for t in plain_tasks:
+            t.noise = None
+        sequential_meta_step(plain, opt_plain, plain_tasks, batches, "reptile", 0.5, "classification",
+                             shared_state=True)
     assert close(list(b.parameters()), list(a.parameters()))
     for key in ("exp_avg", "exp_avg_sq"):
         assert close(list(opt_b.state_dict()[key].values()), list(opt_a.state_dict()[key].values()))
+    # without masks the same tasks give other weights exactly when the model has dropout
+    assert close(list(plain.parameters()), list(a.parameters())) == (drop_rate == 0)
+
+
+def test_resnet12_stacked_forward_with_masks_equals_each_task():
+    """With dropout / DropBlock masks, ``stacked_forward`` == each task's own forward with its masks, values
+    and gradients (float64), at 84x84 (block outputs 42, 21, 10, 5) and 32x32 (16, 8, 4, 2)."""
+    from torch.func import functional_call
+
+    for size, block in ((84, 5), (32, 2)):
+        torch.manual_seed(0)
+        model = ResNet12(5, 3, size, (4, 6, 8, 8), drop_rate=0.25, block_size=block).double()
+        model = model.to(memory_format=torch.channels_last)
+        names, tasks, batch = [n for n, _ in model.named_parameters()], 3, 4
+        params = dict(zip(names, stack([p.detach() for p in model.parameters()], tasks)))
+        for p in params.values():
+            p.add_(0.1 * torch.randn_like(p))
+        x = torch.rand(tasks, batch, 3, size, size, dtype=torch.float64)
+        adaptation = StackedAdaptation(model, "classification")
+        masks = adaptation.draw_noise([rng.generator(0, "dropout", 0, t) for t in range(tasks)], batch)
+        assert [tuple(m.shape) for m in masks] == [(tasks, batch, *s) for s in model.block_shapes]
+        leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
+        out = model.stacked_forward(leaves, x, masks)
+        mix = torch.randn_like(out)
+        grads = torch.autograd.grad((out * mix).sum(), list(leaves.values()))
+        for t in range(tasks):
+            own_masks = model.draw_noise(batch, rng.generator(0, "dropout", 0, t))  # what the sequential path draws
+            assert all(torch.equal(m[t], o) for m, o in zip(masks, own_masks))
+            own = {n: params[n][t].clone().requires_grad_() for n in names}
+            alone = functional_call(model, own, (x[t], own_masks))
+            assert torch.allclose(out[t], alone, rtol=1e-10, atol=1e-12)
+            own_grads = torch.autograd.grad((alone * mix[t]).sum(), list(own.values()))
+            for n, g, g_alone in zip(names, grads, own_grads):
+                assert torch.allclose(g[t], g_alone, rtol=1e-9, atol=1e-11), n
+            assert not torch.allclose(alone, functional_call(model, own, (x[t],)))  # the masks act
 
 
 def test_batched_sgd_regression_equals_sequential():

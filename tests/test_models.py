@@ -4,11 +4,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from reptile_cli import rng
 from reptile_cli.checkpoint import FORMAT, load_checkpoint
 from reptile_cli.config import ModelConfig
 from reptile_cli.errors import ConfigError
 from reptile_cli.models import build_model
 from reptile_cli.models.conv4 import Conv4, same_padding
+from reptile_cli.models.resnet12 import dropblock_mask, dropout_mask
 
 
 def conv4_cfg(**kw):
@@ -115,6 +117,9 @@ def test_resnet12_structure_and_init():
     ({"leaky_slope": -1.0}, "lies in \\[0, 1\\)"),
     ({"leaky_slope": 1.0}, "lies in \\[0, 1\\)"),
     ({"bn_eps": 0.0}, "must be positive"),
+    ({"drop_rate": 1.0}, "model.drop_rate=1.0: a dropout / DropBlock rate lies in \\[0, 1\\)"),
+    ({"drop_rate": -0.1}, "lies in \\[0, 1\\)"),
+    ({"drop_rate": 0.1, "dropblock_size": 0}, "model.dropblock_size=0: the DropBlock side is at least 1 pixel"),
 ])
 def test_resnet12_bad_settings(override, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -153,3 +158,57 @@ def test_conv4_preset_parameter_counts(preset, count):
 
     cfg = compose_train([f"model={preset}"])
     assert sum(p.numel() for p in build_model(cfg.model, 5).parameters()) == count
+
+
+def test_resnet12_dropout_is_off_by_default_and_only_in_training_masks():
+    model = build_model(resnet12_cfg(widths=[4, 8, 8, 16]), 5)
+    assert model.drop_rate == 0 and not model.noisy
+    noisy = build_model(resnet12_cfg(widths=[4, 8, 8, 16], drop_rate=0.1), 5)
+    assert noisy.noisy and noisy.block_shapes == [(4, 42, 42), (8, 21, 21), (8, 10, 10), (16, 5, 5)]
+    noisy.load_state_dict(model.state_dict())
+    x = torch.rand(6, 3, 84, 84)
+    # without masks (evaluation) the forward is the deterministic one; with masks it is not
+    assert torch.equal(noisy(x), model(x))
+    masks = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 1))
+    assert [tuple(m.shape) for m in masks] == [(6, *s) for s in noisy.block_shapes]
+    assert not torch.allclose(noisy(x, masks), model(x))
+    # the same coordinates give the same masks; another task or iteration others
+    again = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 1))
+    other = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 2))
+    assert all(torch.equal(a, b) for a, b in zip(masks, again))
+    assert not any(torch.equal(a, b) for a, b in zip(masks, other))
+
+
+def test_dropout_mask_values():
+    g = rng.generator(0, "test")
+    m = dropout_mask((64, 32, 21, 21), 0.1, g, torch.float64)
+    assert set(m.unique().tolist()) == {0.0, 1 / 0.9}
+    assert (m == 0).double().mean().item() == pytest.approx(0.1, abs=0.002)  # 903,168 draws
+    assert torch.equal(dropout_mask((4, 4), 0.0, g, torch.float32), torch.ones(4, 4))
+
+
+def _is_union_of_squares(dropped: torch.Tensor, b: int) -> bool:
+    """Whether every dropped pixel of a 2-D map lies in a b x b square of dropped pixels."""
+    h, w = dropped.shape
+    covered = torch.zeros_like(dropped)
+    for i in range(h - b + 1):
+        for j in range(w - b + 1):
+            if dropped[i:i + b, j:j + b].all():
+                covered[i:i + b, j:j + b] = True
+    return torch.equal(covered, dropped)
+
+
+@pytest.mark.parametrize("size,block", [(21, 5), (10, 5), (8, 2), (5, 5), (2, 5)])
+def test_dropblock_mask_drops_squares_at_the_rate(size, block):
+    """DropBlock (Ghiasi et al. 2018): zeros come in squares of the block size (at most the map), about
+    ``rate`` of the pixels are dropped, and the kept ones are scaled so the mask's mean is 1."""
+    g = rng.generator(0, "test", size, block)
+    m = dropblock_mask((200, 16, size, size), 0.1, block, g, torch.float64)
+    b = min(block, size)
+    dropped = m == 0
+    assert all(_is_union_of_squares(dropped[n, c], b) for n in range(3) for c in range(16))
+    assert dropped.double().mean().item() == pytest.approx(0.1, abs=0.02)
+    assert m.mean().item() == pytest.approx(1.0, rel=1e-12)
+    kept = m[~dropped]
+    assert torch.allclose(kept, kept[0].expand_as(kept))
+    assert torch.equal(dropblock_mask((2, 3, 6, 6), 0.0, block, g, torch.float32), torch.ones(2, 3, 6, 6))

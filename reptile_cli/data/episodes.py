@@ -30,10 +30,15 @@ class Task:
 
     What the inner loop asks of any task (supervised here; RL tasks in :mod:`reptile_cli.rl.tasks`): ``to``
     (device, dtype), ``plan`` (what each inner step uses) and ``step_loss`` (the objective of one step).
+
+    ``noise``: for a model with dropout / DropBlock (``model.noisy``), the generator its masks are drawn from,
+    one forward pass after the other (the trainer gives each training task its own, from (seed, iteration,
+    task index)); None: the forward pass is deterministic (evaluation tasks, models without noise).
     """
 
     x: torch.Tensor
     y: torch.Tensor
+    noise: torch.Generator | None = None
 
     def to(self, device, dtype) -> Task:
         self.x = self.x.to(device, dtype)
@@ -48,11 +53,12 @@ class Task:
     def step_loss(self, model, batch: torch.Tensor, kind: str, reduction: str = "mean", autocast=None):
         """(the inner objective on examples ``batch``: per-example losses reduced by ``reduction``, their mean
         per example for reporting)."""
+        inputs = (self.x[batch],) if self.noise is None else (self.x[batch], model.draw_noise(len(batch), self.noise))
         if autocast is None:
-            losses = example_losses(kind, model(self.x[batch]), self.y[batch])
+            losses = example_losses(kind, model(*inputs), self.y[batch])
         else:
             with autocast():
-                out = model(self.x[batch])
+                out = model(*inputs)
             losses = example_losses(kind, out.float(), self.y[batch])
         return reduce_batch(losses, reduction), losses.detach().mean()
 

@@ -34,6 +34,11 @@ class ModelSpec:
         takes: ``images`` (``[B, C, H, W]``, checked against ``model.in_channels`` / ``model.image_size``) or
             ``vectors`` (``[B, F]``, checked against ``model.in_features`` / ``model.out_features``).
         make: ``(model_cfg, ways) -> nn.Module``; raises ValueError on a bad setting.
+
+    A model whose training forward pass is random (dropout) says so by a true ``noisy`` attribute and has
+    ``draw_noise(batch, generator) -> masks`` and ``forward(x, masks)`` / ``stacked_forward(params, x, masks)``;
+    the trainer then gives each training task a generator (``Task.noise``), see
+    :class:`reptile_cli.models.resnet12.ResNet12`.
     """
 
     name: str
@@ -56,10 +61,11 @@ MODELS = {spec.name: spec for spec in (
               ("in_channels", "image_size", "filters", "stride", "max_pool", "bn_eps"), ("classification",), "images",
               lambda cfg, ways: Conv4(ways, cfg.in_channels, cfg.image_size, cfg.filters, cfg.stride, cfg.max_pool,
                                       _positive_eps(cfg))),
-    ModelSpec("resnet12", "a ResNet-12", ("in_channels", "image_size", "widths", "leaky_slope", "bn_eps"),
+    ModelSpec("resnet12", "a ResNet-12",
+              ("in_channels", "image_size", "widths", "leaky_slope", "bn_eps", "drop_rate", "dropblock_size"),
               ("classification",), "images",
               lambda cfg, ways: ResNet12(ways, cfg.in_channels, cfg.image_size, tuple(cfg.widths), cfg.leaky_slope,
-                                         _positive_eps(cfg))),
+                                         _positive_eps(cfg), cfg.drop_rate, cfg.dropblock_size)),
     ModelSpec("mlp", "an MLP", MLP_KEYS, ("regression",), "vectors",
               lambda cfg, ways: MLP(cfg.in_features, list(cfg.hidden), cfg.out_features, cfg.activation)),
     ModelSpec("policy", "a policy (RL)", (*MLP_KEYS, "distribution", "init_log_std"), ("rl",), "vectors",
