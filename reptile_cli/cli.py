@@ -40,8 +40,9 @@ def _fail(code: int, message: str):
     raise typer.Exit(code)
 
 
-def one_line(err: BaseException) -> str:
-    """A Hydra/OmegaConf error (and its cause) as one line: drop key-path noise, collapse whitespace."""
+def one_line(err: BaseException, command: str = "train") -> str:
+    """A Hydra/OmegaConf error (and its cause) as one line: drop key-path noise, collapse whitespace; for
+    ``command="eval"``, a key eval does not take is named with what it takes instead."""
     parts = []
     for e in (err, err.__cause__):
         if e is None:
@@ -54,7 +55,15 @@ def one_line(err: BaseException) -> str:
         if text.strip() and text.strip() not in " ".join(parts):
             parts.append(text.strip())
     line = re.sub(r"\s+", " ", " ".join(parts))
-    return (_not_an_eval_setting(line) or line)[:600]
+    return ((_not_an_eval_setting(line) if command == "eval" else None) or line)[:600]
+
+
+# what reptile eval says of a config group or section it does not take (the checkpoint gives them)
+FROM_CHECKPOINT = {
+    "model": "the model and its settings are the checkpoint's, as trained (train another run to change them)",
+    "dataset": "the dataset is the checkpoint's (dataset.root=PATH reads another copy of it)",
+    "experiment": "the training settings are the checkpoint's; set eval.* and episode.* keys instead",
+}
 
 
 def _not_an_eval_setting(line: str) -> str | None:
@@ -64,7 +73,12 @@ def _not_an_eval_setting(line: str) -> str | None:
 
     from reptile_cli import config
 
-    top = re.search(r"Could not override '(\w+)'.*Key '\w+' not in 'EvalCommand'", line)
+    group = re.search(r"Could not override '(\w+)'\. No match in the defaults list.*?use \+(\w+=\S+)", line)
+    top = re.search(r"Could not override '([\w.]+)'.*Key '(\w+)' not in 'EvalCommand'", line)
+    section = group.group(1) if group else top.group(2) if top else None
+    if section in FROM_CHECKPOINT:
+        what = group.group(2) if group else top.group(1)
+        return f"{what} is not a setting of reptile eval: {FROM_CHECKPOINT[section]}"
     if top:
         from reptile_cli.config import EvalCommand
 
@@ -134,7 +148,7 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
             where = f": {err.filename}" if err.filename else ""
             _fail(EXIT_ERROR, f"{err.strerror or err}{where} (check hydra.run.dir and the paths given)")
         prefix = "config: " if code == EXIT_USAGE else f"{type(err).__name__}: "
-        _fail(code, prefix + one_line(err) + "  (add --trace for the full traceback)")
+        _fail(code, prefix + one_line(err, config_name) + "  (add --trace for the full traceback)")
     finally:
         sys.argv = argv
 
@@ -356,6 +370,7 @@ def evaluate(
     for p in paths:
         if not Path(p).exists():
             _fail(EXIT_ERROR, f"checkpoint {p} does not exist: give a .pt file or a run directory holding last.pt")
+    refuse_new_keys(args)
     overrides = [f"checkpoint={quote(paths[0])}"] + ([f"checkpoint_b={quote(paths[1])}"] if len(paths) > 1 else [])
     run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args + process_overrides(multirun))
 

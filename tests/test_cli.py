@@ -175,3 +175,27 @@ def test_data_options_that_do_not_apply_are_refused(tmp_path, args, needle):
     r = CliRunner().invoke(app, [*args, "--root", str(tmp_path / "root")])
     assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.drop_rate=0.1", "model.drop_rate is not a setting of reptile eval: the model and its settings are "
+                            "the checkpoint's"),
+    ("model=resnet12", "model=resnet12 is not a setting of reptile eval: the model and its settings are"),
+    ("dataset=cifarfs", "dataset=cifarfs is not a setting of reptile eval: the dataset is the checkpoint's "
+                        "(dataset.root=PATH reads another copy of it)"),
+    ("experiment=sine", "experiment=sine is not a setting of reptile eval: the training settings are"),
+    ("+eval.foo=1", "+eval.foo=1: '+' adds a key that reptile does not read"),
+])
+def test_eval_refuses_what_the_checkpoint_gives(tmp_path, monkeypatch, override, needle):
+    """A model, dataset or preset choice at reptile eval: one line naming why (the checkpoint gives them),
+    not Hydra's text about defaults lists; a '+' key is refused, not ignored. In process (typer's runner)."""
+    from typer.testing import CliRunner
+
+    from reptile_cli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    r = CliRunner().invoke(app, ["eval", str(junk), override])
+    assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "outputs").exists()
