@@ -35,11 +35,14 @@ demo: $(STAMP) ## Sine-wave demo: meta-train (30,000 iterations) and evaluate on
 	$(BIN)/reptile train experiment=sine hydra.run.dir=runs/demo
 	$(BIN)/reptile eval runs/demo/last.pt eval.episodes=1000
 
+# the default suite runs on TEST_WORKERS pytest-xdist workers with one torch thread each (OMP_NUM_THREADS=1:
+# two workers of 2 threads each on 2 cores oversubscribe them); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: $(STAMP) ## Run the default test suite (fast; no slow or GPU tests)
-	$(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS)
 
 test-slow: $(STAMP) ## Run the slow tests too (real training runs)
-	$(BIN)/pytest -m "slow or not slow"
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) -m "slow or not slow"
 
 bench: $(STAMP) ## Speed of Omniglot 5-way 1-shot: baseline loop vs sequential vs batched (writes bench.json)
 	$(BIN)/python -m reptile_cli.bench

@@ -11,14 +11,25 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.cli_server import Client
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+SERVER = Client()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    """Run ``python -m reptile_cli ARGS`` and return the CompletedProcess (text output)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("REPTILE_TRACE", None)
+    """Run ``python -m reptile_cli ARGS`` in a process of its own and return the CompletedProcess (text output).
+
+    The process is forked from a server that did the imports once (:mod:`tests.cli_server`); with ``env``
+    given, or ``REPTILE_TEST_SUBPROCESS=1``, it is a plain subprocess (the environment at start-up matters)."""
+    base = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    base.pop("REPTILE_TRACE", None)
+    full_env = {**base, **(env or {})}
+    if env is None and os.environ.get("REPTILE_TEST_SUBPROCESS") != "1":
+        return SERVER.run(list(args), cwd or REPO, full_env, timeout, base, REPO)
     return subprocess.run([sys.executable, "-m", "reptile_cli", *args], cwd=cwd or REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
