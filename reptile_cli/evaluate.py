@@ -100,8 +100,9 @@ def check_eval(eval_cfg) -> None:
     if eval_cfg.chunk_size is not None and eval_cfg.chunk_size < 0:
         raise ConfigError(f"eval.chunk_size={eval_cfg.chunk_size}: must be 0 (automatic) or positive")
     for key in ("episodes", "val_episodes"):
-        if key in eval_cfg and eval_cfg[key] is not None and eval_cfg[key] < 1:
-            raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 1")
+        if key in eval_cfg and eval_cfg[key] is not None and eval_cfg[key] < 2:
+            raise ConfigError(f"eval.{key}={eval_cfg[key]}: must be at least 2 (the 95% confidence interval over "
+                              f"tasks needs 2 or more)")
 
 
 def make_evaluator(family, model: nn.Module, trainer_cfg, eval_cfg, device, dtype, autocast=None):

@@ -52,9 +52,12 @@ class Stopped(ReptileError):
 def check_trainer(t) -> None:
     """Reject settings that cannot run, before any work (one line naming the key)."""
     for key in ("meta_iters", "meta_batch_size", "inner_steps", "inner_batch_size", "checkpoint_every",
-                "log_every", "val_tasks"):
+                "log_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"trainer.{key}={getattr(t, key)}: must be at least 1")
+    if t.val_tasks < 2:
+        raise ConfigError(f"trainer.val_tasks={t.val_tasks}: must be at least 2 (the 95% confidence interval over "
+                          f"tasks needs 2 or more)")
     if t.eval_every < 0:
         raise ConfigError(f"trainer.eval_every={t.eval_every}: must be 0 (end only) or positive")
     if not t.inner_lr > 0 or not math.isfinite(t.inner_lr):

@@ -42,6 +42,9 @@ def test_print_config_without_running(cli, tmp_path):
     ("eval.chunk_size=-3", "eval.chunk_size=-3"),  # evaluation settings are checked before training
     ("eval.inner_steps=0", "eval.inner_steps=0"),
     ("eval.val_episodes=0", "eval.val_episodes=0"),
+    # one task has no confidence interval (it printed "± nan")
+    ("eval.val_episodes=1", "eval.val_episodes=1: must be at least 2 (the 95% confidence interval over tasks"),
+    ("trainer.val_tasks=1", "trainer.val_tasks=1: must be at least 2"),
 ])
 def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

@@ -39,9 +39,15 @@ def test_blocks_cover_every_task_once():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-@pytest.mark.parametrize("meta_batch", [4, pytest.param(5, marks=pytest.mark.slow)])  # 5: uneven shares
-def test_two_processes_equal_one_in_float64(cli, tmp_path, small_store, meta_batch):
-    args = [*COMMON, f"dataset.root={small_store}", f"trainer.meta_batch_size={meta_batch}"]
+DROPOUT = ["model=resnet12", "model.widths=[4,6,8,8]", "model.drop_rate=0.2", "model.dropblock_size=2"]
+
+
+@pytest.mark.parametrize("meta_batch,extra", [
+    (4, []), pytest.param(5, [], marks=pytest.mark.slow, id="5-uneven"),
+    # dropout masks come from (seed, iteration, task index): each process draws its tasks' as one process would
+    pytest.param(4, DROPOUT, marks=pytest.mark.slow, id="4-resnet12-dropout")])
+def test_two_processes_equal_one_in_float64(cli, tmp_path, small_store, meta_batch, extra):
+    args = [*COMMON, f"dataset.root={small_store}", f"trainer.meta_batch_size={meta_batch}", *extra]
     one = tmp_path / "one"
     r = cli("train", *args, "trainer.path=batched", f"hydra.run.dir={one}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
