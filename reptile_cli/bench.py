@@ -45,7 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reptile_cli import rng
 from reptile_cli.batched import StackedAdaptation, batched_meta_step
-from reptile_cli.config import config_dir, register_configs
+from reptile_cli.confdir import config_dir
+from reptile_cli.config import register_configs
 from reptile_cli.data.episodes import Task, inner_batches
 from reptile_cli.data.paths import default_data_root
 from reptile_cli.device import keep_freed_memory

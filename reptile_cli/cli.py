@@ -108,7 +108,8 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
     import hydra
     from omegaconf import OmegaConf
 
-    from reptile_cli.config import config_dir, register_configs
+    from reptile_cli.confdir import config_dir
+    from reptile_cli.config import register_configs
 
     register_configs()
     if not OmegaConf.has_resolver("reptile_eval_dir"):
@@ -204,7 +205,17 @@ MULTIRUN = typer.Option("--multirun", "-m", help="Hydra multirun: sweep comma-se
 CFG = typer.Option("--cfg", help="Print the composed config (job, hydra or all) and exit without running.")
 
 
-@app.command(context_settings=PASS_THROUGH)
+def _presets_help() -> str:
+    """The presets ``reptile train`` can pick, one line per config group, for its ``--help``."""
+    from reptile_cli.confdir import presets
+
+    lines = [f"{group}= {', '.join(names)}" for group in ("experiment", "model", "dataset", "logger")
+             if (names := presets(group))]
+    head = "Presets, one per group (e.g. experiment=omniglot_5w1s model=resnet12):"
+    return "\n\n".join([head, *lines]) if lines else ""
+
+
+@app.command(context_settings=PASS_THROUGH, epilog=_presets_help())
 def train(
     ctx: typer.Context,
     multirun: Annotated[bool, MULTIRUN] = False,
@@ -212,7 +223,7 @@ def train(
 ):
     """Meta-train a model. OVERRIDES use Hydra syntax, e.g. experiment=sine trainer.meta_iters=1000.
 
-    Other Hydra flags pass through (--info, --config-dir, --hydra-help). Presets: conf/experiment/.
+    Other Hydra flags pass through (--info, --config-dir, --hydra-help); `--cfg job` prints every key.
     Several processes: torchrun --nproc_per_node=P -m reptile_cli train OVERRIDES (README "Several processes").
     """
     from reptile_cli.jobs import train_main
@@ -498,7 +509,7 @@ def _list_cells(runs: Path, records: Path, seed: int) -> None:
 
 def _write_readme(records: Path) -> None:
     from reptile_cli import reproduce as rep
-    from reptile_cli.config import config_dir
+    from reptile_cli.confdir import config_dir
     from reptile_cli.rundir import write_json
 
     for c in rep.CELLS:
@@ -667,7 +678,7 @@ def data_list(root: Annotated[Path | None, ROOT] = None):
     rows = _data_call(omniglot.list_prepared, _root(root))
     table = Table(title=f"prepared datasets in {_root(root)}")
     for col in ("file", "dataset", "variant", "classes", "images", "filter", "size"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a narrow terminal wraps a path, never cuts it
     for r in rows:
         table.add_row(f"{Path(r['path']).parent.name}/{Path(r['path']).name}", r["dataset"], str(r["variant"]),
                       str(r["classes"]), str(r["images"]), str(r["resize_filter"]), f"{r['size_bytes'] / 1e6:.1f} MB")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -335,19 +334,6 @@ def register_configs() -> None:
     cs.store(group="dataset", name="nav2d_schema", node=Nav2DConfig)
     cs.store(group="dataset", name="cartpole_schema", node=CartPoleConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
-
-
-def config_dir() -> Path:
-    """The Hydra config folder: ``conf/`` of a checkout, else the copy packaged as ``reptile_cli/conf``.
-
-    Raises:
-        FileNotFoundError: neither exists (a broken install).
-    """
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no Hydra configs next to {here}: reinstall reptile-cli")
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

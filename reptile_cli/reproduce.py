@@ -90,7 +90,8 @@ def compose(preset: str, overrides: list[str] = ()):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from reptile_cli.config import config_dir, register_configs
+    from reptile_cli.confdir import config_dir
+    from reptile_cli.config import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -115,7 +116,7 @@ def run_dir(runs: Path, c: Cell, seed: int) -> Path:
 
 def default_records() -> Path:
     """``reproduce/`` of the checkout this package runs from, else ``./reproduce``."""
-    from reptile_cli.config import config_dir
+    from reptile_cli.confdir import config_dir
 
     conf = config_dir()
     return conf.parent / "reproduce" if conf.name == "conf" and (conf.parent / ".git").exists() else Path("reproduce")

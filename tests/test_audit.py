@@ -20,7 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from reptile_cli import config as schema
-from reptile_cli.config import config_dir, register_configs
+from reptile_cli.confdir import config_dir
+from reptile_cli.config import register_configs
 from reptile_cli.errors import ReptileError
 from reptile_cli.trainer import Trainer
 from tests.conftest import write_store

@@ -22,6 +22,14 @@ def test_version_and_help(cli):
     for cmd in (["--help"], ["train", "--help"], ["eval", "--help"], ["data", "--help"]):
         r = cli(*cmd)
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+    # train --help lists every preset of conf/ by group (the configs are the source, not a copy in the help)
+    from reptile_cli.confdir import config_dir
+
+    text = " ".join(cli("train", "--help", env={"COLUMNS": "200"}).stdout.split())
+    for group in ("experiment", "model", "dataset", "logger"):
+        names = sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.endswith("_schema"))
+        assert f"{group}= {', '.join(names)}" in text, group
+    assert "resnet12_narrow" in text and "cifarfs_5w1s" in text
 
 
 def test_print_config_without_running(cli, tmp_path):
@@ -202,3 +210,15 @@ def test_eval_refuses_what_the_checkpoint_gives(tmp_path, monkeypatch, override,
     r = CliRunner().invoke(app, ["eval", str(junk), override])
     assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "outputs").exists()
+
+
+def test_data_list_wraps_paths_instead_of_cutting_them(small_store):
+    """On a narrow terminal the file column folds: the whole name is there, no ellipsis."""
+    from typer.testing import CliRunner
+
+    from reptile_cli.cli import app
+
+    r = CliRunner().invoke(app, ["data", "list", "--root", str(small_store)], env={"COLUMNS": "60"})
+    assert r.exit_code == 0, r.output
+    rows = [line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│")]
+    assert "".join(rows) == "omniglot/omniglot_small.h5" and "…" not in r.output

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from reptile_cli import reproduce
-from reptile_cli.config import config_dir
+from reptile_cli.confdir import config_dir
 from reptile_cli.trainer import RESUME_MAY_CHANGE
 from tests.conftest import REPO
 
