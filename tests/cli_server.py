@@ -126,14 +126,19 @@ def serve(path: str) -> None:
         conn.close()
 
 
+class Unavailable(Exception):
+    """The server could not be started here (before any request was sent)."""
+
+
 class Client:
     """Starts the server on first use (stopped when the test process exits) and runs CLI calls through it."""
 
     def __init__(self):
         self.proc: subprocess.Popen | None = None
-        self.dir = tempfile.mkdtemp(prefix="reptile-cli-server-")
-        self.path = os.path.join(self.dir, "socket")
+        self.dir = tempfile.mkdtemp(prefix="reptile-cli-server-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        self.path = os.path.join(self.dir, "socket")  # a Unix socket path has at most ~107 bytes
         self.calls = 0
+        self.failed: str | None = None  # why the server could not start: the tests then use plain subprocesses
 
     def start(self, env: dict, cwd: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(cwd)!r}); "
@@ -151,7 +156,12 @@ class Client:
     def run(self, args: list[str], cwd: Path, env: dict, timeout: float,
             server_env: dict, repo: Path) -> subprocess.CompletedProcess:
         if self.proc is None:
-            self.start(server_env, repo)
+            try:
+                self.start(server_env, repo)
+            except (OSError, RuntimeError) as err:
+                raise Unavailable(str(err)) from err
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the CLI test server exited with code {self.proc.returncode}")
         self.calls += 1
         out, err = (os.path.join(self.dir, f"{self.calls}.{s}") for s in ("out", "err"))
         request = {"args": args, "cwd": str(cwd), "env": env, "out": out, "err": err, "timeout": timeout}
