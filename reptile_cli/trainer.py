@@ -122,6 +122,9 @@ class Trainer:
         self.group = group
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, listeners=[self.trackers.log])
         self.iteration, self.best, self.best_iteration = 0, None, None
+        # the meta-iterations' losses since the last metrics line (kept in checkpoints, so that the first line
+        # after a resume averages the same iterations as the run left alone would)
+        self.pending_losses: list[float] = []
         # seconds of training behind the kept iterations, summed over the sessions of a resumed run
         self.seconds_before, self.session_start = 0.0, None
         self.stop_reason: str | None = None
@@ -135,7 +138,7 @@ class Trainer:
                 "rng_scheme": rng.SCHEME, "task": {"kind": self.family.kind, "ways": self.family.ways,
                                                    "metric": self.family.metric},
                 "dataset_checksum": self.family.checksum, "inner_state_semantics": self.semantics,
-                "train_seconds": self.train_seconds()}
+                "train_seconds": self.train_seconds(), "pending_losses": list(self.pending_losses)}
 
     def train_seconds(self) -> float:
         """Wall-clock seconds spent training up to now, over every session of the run (a resumed run adds
@@ -184,6 +187,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["inner_optimizer"])
         self.iteration, self.best, self.best_iteration = ckpt["iteration"], ckpt["best_metric"], ckpt["best_iteration"]
         self.seconds_before = float(ckpt.get("train_seconds") or 0.0)
+        self.pending_losses = [float(v) for v in ckpt.get("pending_losses", [])]  # [] before this was recorded
         self.metrics.truncate(self.iteration)
         log.info("resumed from %s at iteration %d", where, self.iteration)
 
@@ -343,8 +347,10 @@ class Trainer:
 
     def _loop(self, has_val: bool) -> None:
         t = self.cfg.trainer
-        start_time, losses = time.time(), []
+        start_time = time.time()
         self.session_start = log_time = start_time
+        losses = self.pending_losses  # appended to in place: saved with every checkpoint
+        timed = 0  # iterations of this session since the last metrics line (for the rate)
         with progress_bar(t.meta_iters, "train", enabled=t.progress and self.main, completed=self.iteration) as bar:
             while self.iteration < t.meta_iters:
                 it = self.iteration
@@ -356,6 +362,7 @@ class Trainer:
                                        f"{self.run_dir}")
                 self.iteration = it + 1
                 losses.append(loss)
+                timed += 1
                 bar.advance(f"loss {loss:.4f}")
                 if self.main and (self.iteration % t.log_every == 0 or self.iteration == t.meta_iters):
                     mean_loss = sum(losses) / len(losses)
@@ -365,8 +372,9 @@ class Trainer:
                                          "train/meta_step_size": eps,
                                          "time/elapsed_s": round(self.train_seconds(), 3)})
                     log.info("iteration %d/%d  %s %.4f  epsilon %.4f  %.2f it/s", self.iteration,
-                             t.meta_iters, name, mean_loss, eps, len(losses) / max(time.time() - log_time, 1e-9))
-                    losses, log_time = [], time.time()
+                             t.meta_iters, name, mean_loss, eps, timed / max(time.time() - log_time, 1e-9))
+                    losses.clear()
+                    timed, log_time = 0, time.time()
                 if has_val and t.eval_every and self.iteration % t.eval_every == 0 and self.iteration < t.meta_iters:
                     self.record_validation(self.validate(t.val_tasks, "validation"))
                 if self.iteration % t.checkpoint_every == 0 or self.iteration == t.meta_iters:

@@ -41,7 +41,7 @@ CONTEXTS = {"nav2d (policy, sgd)": RL, "cartpole (policy, sgd)": CART, "omniglot
             "omniglot_small (conv4, sequential)": SMALL + ["trainer.path=sequential"],
             "omniglot_small (resnet12)": SMALL + ["model=resnet12", "model.widths=[4,8,8,8]"],
             "omniglot_small (resnet12, dropout)": SMALL + ["model=resnet12", "model.widths=[4,8,8,8]",
-                                                           "model.drop_rate=0.2"],
+                                                           "model.drop_rate=0.2", "model.dropblock_size=2"],
             "sine (mlp, sgd)": SINE, "folder, seeded split (conv4)": FOLDER,
             "omniglot full, reptile split (conv4)": ["experiment=omniglot_5w1s", "trainer.meta_iters=2",
                                                      "trainer.progress=false", "trainer.checkpoint_every=1"]}
@@ -101,9 +101,11 @@ AUDIT = [
     ("omniglot_small (resnet12)", "model.max_pool=true", R),
     ("omniglot_small (resnet12)", "model.hidden=[32]", R),
     ("omniglot_small (resnet12)", "trainer.path=sequential", E),
-    ("omniglot_small (resnet12)", "model.drop_rate=0.2", E),
+    ("omniglot_small (resnet12)", "model.drop_rate=0.2 model.dropblock_size=2", E),
+    ("omniglot_small (resnet12)", "model.drop_rate=0.2", C),  # the default block 5 exceeds block 3's 3x3 maps
     ("omniglot_small (resnet12)", "model.dropblock_size=2", R),  # model.drop_rate=0: no DropBlock
-    ("omniglot_small (resnet12, dropout)", "model.dropblock_size=2", E),
+    ("omniglot_small (resnet12, dropout)", "model.dropblock_size=3", E),
+    ("omniglot_small (resnet12, dropout)", "model.dropblock_size=4", C),  # block 3's maps are 3x3 at 28x28
     ("omniglot_small (resnet12, dropout)", "model.drop_rate=0.1", E),
     ("omniglot_small (conv4, batched)", "model.drop_rate=0.1", R),
     ("sine (mlp, sgd)", "model.dropblock_size=3", R),

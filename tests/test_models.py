@@ -120,6 +120,9 @@ def test_resnet12_structure_and_init():
     ({"drop_rate": 1.0}, "model.drop_rate=1.0: a dropout / DropBlock rate lies in \\[0, 1\\)"),
     ({"drop_rate": -0.1}, "lies in \\[0, 1\\)"),
     ({"drop_rate": 0.1, "dropblock_size": 0}, "model.dropblock_size=0: the DropBlock side is at least 1 pixel"),
+    ({"drop_rate": 0.1, "dropblock_size": 11}, "model.dropblock_size=11 \\(with model.drop_rate=0.1\\): larger than "
+                                               "the 10x10 maps of block 3 at 84x84 input .* use at most 10"),
+    ({"drop_rate": 0.1, "image_size": 32}, "model.dropblock_size=5 .* larger than the 4x4 maps .* 2 on 32x32"),
 ])
 def test_resnet12_bad_settings(override, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -50,7 +50,7 @@ def test_resnet12_resume_is_exact(cli, tmp_path, small_store):
     path with dropout and DropBlock on ends with the weights and Adam state of the same run left alone (the
     masks are drawn by (seed, iteration, task), not from a state the checkpoint would have to keep)."""
     args = [*BASE, *TINY, f"dataset.root={small_store}", "trainer.path=batched", "model.drop_rate=0.2",
-            "model.dropblock_size=2"]
+            "model.dropblock_size=2", "trainer.log_every=2"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     r = cli("train", *args, f"hydra.run.dir={ref}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -61,6 +61,12 @@ def test_resnet12_resume_is_exact(cli, tmp_path, small_store):
     assert r.returncode == 0, r.stderr
     a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(run / "last.pt")
     assert b["iteration"] == 4
+    # the metrics too: the line at iteration 2 averages iterations 1 (before the stop) and 2 (after it)
+    def records(d):
+        return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+                for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records(ref) if "train/loss" in r] == [2, 4]
+    assert records(run) == records(ref)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for key in ("exp_avg", "exp_avg_sq"):
         sa, sb = a["inner_optimizer"][key], b["inner_optimizer"][key]

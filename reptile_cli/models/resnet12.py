@@ -101,8 +101,8 @@ class ResNet12(nn.Module):
         bn_eps: batch-norm epsilon (the tool's 1e-3 default, as Conv4).
         drop_rate: dropout rate after blocks 1-2 and DropBlock rate after blocks 3-4, in [0, 1); 0 (default):
             neither (see :meth:`draw_noise`).
-        block_size: DropBlock's block side in pixels (5 as MetaOptNet on 84x84 images, 2 on 32x32); a map smaller
-            than that drops whole maps of its own size.
+        block_size: DropBlock's block side in pixels (5 as MetaOptNet on 84x84 images, 2 on 32x32); at most the
+            side of block 3's maps; on block 4's maps, when smaller, a block is the whole map.
 
     Forward: ``[B, C, H, W]`` float -> logits ``[B, ways]``. Parameters at 5 ways: 12,427,525 for widths
     64-160-320-640 (12,424,320 in the convolutions and batch norms, the 12.4M usually quoted for MetaOptNet's
@@ -111,7 +111,7 @@ class ResNet12(nn.Module):
 
     Raises:
         ValueError: not 4 positive widths, a slope outside [0, 1), an image smaller than 16, a drop rate outside
-            [0, 1) or a block size below 1.
+            [0, 1), a block size below 1 or (with dropout on) above the side of block 3's maps.
     """
 
     def __init__(self, ways: int, in_channels: int = 3, image_size: int = 84,
@@ -143,6 +143,12 @@ class ResNet12(nn.Module):
         for w in widths:
             size //= 2
             self.block_shapes.append((w, size, size))
+        side = self.block_shapes[2][1]  # block 3's output, the larger map DropBlock acts on
+        if self.drop_rate and self.block_size > side:
+            raise ValueError(f"model.dropblock_size={self.block_size} (with model.drop_rate={self.drop_rate:g}): "
+                             f"larger than the {side}x{side} maps of block 3 "
+                             f"at {image_size}x{image_size} input (a larger block would act as {side}); use at most "
+                             f"{side} (MetaOptNet: 5 on 84x84 images, 2 on 32x32)")
         self.blocks = nn.Sequential(*blocks)
         self.feature_size = widths[-1]
         self.head = nn.Linear(widths[-1], ways)
