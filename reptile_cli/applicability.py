@@ -123,8 +123,7 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
         inert("eval", "inner_batch_size", e.get("inner_batch_size"), DEFAULTS["eval"]["inner_batch_size"],
               "an RL adaptation step uses dataset.rollouts episodes, not a minibatch")
     elif ep["ways"] < 2:
-        out.append(("episode.ways", f"episode.ways={ep['ways']}: a 1-way task is solved without learning anything "
-                                    f"(loss 0, accuracy 100%); use 2 or more"))
+        out.append(("episode.ways", too_few_ways(ep["ways"])))
 
     if regression or rl:  # refused before any work (the evaluation would otherwise run, then fail)
         for key in ("episodes_file", "save_episodes"):
@@ -166,6 +165,12 @@ def inapplicable(cfg, family, command: str = "train") -> list[tuple[str, str]]:
             inert("eval", "val_episodes", e["val_episodes"], ed["val_episodes"], why)
             inert("eval", "seed", e["seed"], ed["seed"], why + "; reptile eval takes its own eval.seed")
     return out
+
+
+def too_few_ways(ways: int) -> str:
+    """Why a classification task needs 2 or more classes."""
+    return (f"episode.ways={ways}: a 1-way task is solved without learning anything (loss 0, accuracy 100%); "
+            f"use 2 or more")
 
 
 def check_applicable(cfg, family, command: str = "train", given: Iterable[str] | None = None) -> None:

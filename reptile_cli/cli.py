@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from reptile_cli import __version__
-from reptile_cli.errors import EXIT_ERROR, EXIT_USAGE, ReptileError
+from reptile_cli.errors import EXIT_ERROR, EXIT_STOPPED, EXIT_USAGE, ReptileError
 from reptile_cli.overrides import override_key, quote
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -123,7 +123,7 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
     argv = sys.argv
     rundir.COMMAND = ["reptile", *argv[1:]]
     sys.argv = [f"reptile-{config_name}", *hydra_args]
-    from reptile_cli.jobs import SWEEP_FAILURES, Refused, pop_error
+    from reptile_cli.jobs import SWEEP_FAILURES, SWEEP_STOPS, Refused, pop_error
 
     try:
         hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task_function)()
@@ -134,6 +134,10 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
             where, failed, total = SWEEP_FAILURES.pop()
             raise ReptileError(f"{failed} of {total} jobs failed (their state.json says why; table in "
                                f"{where / 'sweep.csv'})")
+        if SWEEP_STOPS:
+            where, stopped, total = SWEEP_STOPS.pop()
+            raise ReptileError(f"{stopped} of {total} jobs stopped before their last iteration, none failed; "
+                               f"continue them with: reptile sweep --resume {where}", EXIT_STOPPED)
     except (ReptileError, Refused) as err:
         if _trace:
             raise
@@ -145,11 +149,20 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
         if _trace:
             raise
         code = _classify(err)
+        if isinstance(err, ValueError) and "Config group override must be" in str(err):  # group=null
+            from reptile_cli.confdir import presets
+
+            nulls = [a for a in hydra_args if "=" in a and a.split("=", 1)[1].strip("'\"").lower() in ("null", "none")]
+            named = " ".join(a for a in nulls if presets(a.split("=")[0].lstrip("+"))) or "a config group"
+            _fail(EXIT_USAGE, f"{named}: a config group takes a preset's name, not null (reptile train --help "
+                              f"lists them)")
         if code != EXIT_USAGE and isinstance(err, OSError):  # e.g. hydra.run.dir under a file, a full disk
             where = f": {err.filename}" if err.filename else ""
             _fail(EXIT_ERROR, f"{err.strerror or err}{where} (check hydra.run.dir and the paths given)")
         prefix = "config: " if code == EXIT_USAGE else f"{type(err).__name__}: "
-        _fail(code, prefix + one_line(err, config_name) + "  (add --trace for the full traceback)")
+        line = one_line(err, config_name)
+        ours = "is not a setting of reptile eval" in line  # a refusal this tool words: no traceback to offer
+        _fail(code, prefix + line + ("" if ours else "  (add --trace for the full traceback)"))
     finally:
         sys.argv = argv
 
@@ -280,6 +293,9 @@ def refuse_new_keys(args: list[str]) -> None:
     """``+key=value`` adds a key that no schema declares, which the tool would silently ignore: refuse it
     (``hydra.*`` keys excepted, such as ``+hydra.callbacks...``)."""
     for a in args:
+        if a.startswith("++") and "=" in a and not override_key(a).startswith("hydra."):
+            _fail(EXIT_USAGE, f"{a}: '++' would add {override_key(a)} if it did not exist, and reptile reads only its "
+                              f"own keys; set it without the '++' ({a[2:]})")
         if a.startswith("+") and "=" in a and not override_key(a).startswith("hydra."):
             _fail(EXIT_USAGE, f"{a}: '+' adds a key that reptile does not read; check the spelling of "
                               f"{override_key(a)} (every key is listed with `reptile train --cfg job`)")

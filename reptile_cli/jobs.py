@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reptile_cli import locks, rng
-from reptile_cli.applicability import check_applicable
+from reptile_cli.applicability import check_applicable, too_few_ways
 from reptile_cli.checkpoint import load_checkpoint
 from reptile_cli.config import EvalConfig, TrainCommand, to_plain
 from reptile_cli.data.episodes import EPISODES_FORMAT, METRIC_NAMES, FixedEpisodes
@@ -258,11 +258,15 @@ class SweepReport(Callback):
                 self.hold.release()
                 self.hold = None
         failed = [j.name for j in jobs if j.state not in ("completed", "stopped")]
+        stopped = [j.name for j in jobs if j.state == "stopped"]
         if failed:
             SWEEP_FAILURES.append((sweep_dir, len(failed), len(jobs)))
+        elif stopped:  # resumable, as a single run stopped on its time budget (exit code 3)
+            SWEEP_STOPS.append((sweep_dir, len(stopped), len(jobs)))
 
 
-SWEEP_FAILURES: list[tuple[Path, int, int]] = []
+SWEEP_FAILURES: list[tuple[Path, int, int]] = []  # (sweep directory, jobs failed, jobs): exit code 1
+SWEEP_STOPS: list[tuple[Path, int, int]] = []  # (sweep directory, jobs stopped, jobs), none failed: exit code 3
 
 
 def write_sweep_report(sweep_dir: Path, jobs) -> None:
@@ -312,6 +316,8 @@ def load_for_eval(path: str, cfg: DictConfig):
     merged = eval_config(ckpt, cfg)
     trained_ways = ckpt["task"]["ways"]
     new_head = merged.eval.new_head
+    if ckpt["task"]["kind"] == "classification" and merged.episode.ways < 2:  # before the head advice below
+        raise ConfigError(too_few_ways(merged.episode.ways))
     if ckpt["task"]["kind"] == "classification" and merged.episode.ways != trained_ways and not new_head:
         raise ConfigError(f"{path} has a {trained_ways}-way head but {merged.episode.ways}-way tasks were asked "
                           f"for: use episode.ways={trained_ways}, a {merged.episode.ways}-way checkpoint, or "

@@ -53,6 +53,8 @@ def test_print_config_without_running(cli, tmp_path):
     # one task has no confidence interval (it printed "± nan")
     ("eval.val_episodes=1", "eval.val_episodes=1: must be at least 2 (the 95% confidence interval over tasks"),
     ("trainer.val_tasks=1", "trainer.val_tasks=1: must be at least 2"),
+    ("model=null", "model=null: a config group takes a preset's name, not null (reptile train --help lists them)"),
+    ("++trainer.meta_iters=2", "'++' would add trainer.meta_iters if it did not exist"),
 ])
 def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -196,6 +198,9 @@ def test_data_options_that_do_not_apply_are_refused(tmp_path, args, needle):
                         "(dataset.root=PATH reads another copy of it)"),
     ("experiment=sine", "experiment=sine is not a setting of reptile eval: the training settings are"),
     ("+eval.foo=1", "+eval.foo=1: '+' adds a key that reptile does not read"),
+    ("++eval.episodes=3", "++eval.episodes=3: '++' would add eval.episodes if it did not exist, and reptile reads "
+                          "only its own keys; set it without the '++' (eval.episodes=3)"),
+    ("model=null", "model=null: a config group takes a preset's name, not null"),
 ])
 def test_eval_refuses_what_the_checkpoint_gives(tmp_path, monkeypatch, override, needle):
     """A model, dataset or preset choice at reptile eval: one line naming why (the checkpoint gives them),
@@ -210,6 +215,7 @@ def test_eval_refuses_what_the_checkpoint_gives(tmp_path, monkeypatch, override,
     r = CliRunner().invoke(app, ["eval", str(junk), override])
     assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "outputs").exists()
+    assert "--trace" not in r.stderr  # the tool's own refusal, not a crash with a traceback to look at
 
 
 def test_data_list_wraps_paths_instead_of_cutting_them(small_store):

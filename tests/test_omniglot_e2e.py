@@ -65,6 +65,10 @@ def test_eval_refuses_a_head_of_another_size(cli, small_root, tmp_path):
     assert r.returncode == 0, r.stderr
     r = cli("eval", str(run / "last.pt"), "episode.ways=20", cwd=tmp_path)
     assert r.returncode == 2 and "5-way head" in r.stderr and "Traceback" not in r.stderr
+    # 1-way tasks are refused first, not answered with advice (another head) that would be refused next
+    r = cli("eval", str(run / "last.pt"), "episode.ways=1", cwd=tmp_path)
+    assert r.returncode == 2 and "episode.ways=1: a 1-way task is solved without learning" in r.stderr
+    assert "head" not in r.stderr
 
 
 def test_wheel_ships_the_configs(tmp_path):

@@ -115,3 +115,15 @@ def test_two_sweeps_in_the_same_second_get_their_own_directories(tmp_path):
     assert len(dirs) == 2
     for d in dirs:
         assert sorted(j.name for j in find_jobs(d)) == ["0", "1"]
+
+
+def test_a_sweep_whose_jobs_stopped_exits_3_like_a_run(cli, tmp_path):
+    """Jobs stopped on their time budget (none failed): exit code 3 (stopped, resumable), one line saying how
+    many and how to continue, as a single run stopped so."""
+    sweep = tmp_path / "sweep"
+    r = cli("train", "-m", *SINE_NO_PERIODIC, "trainer.meta_iters=100000", "trainer.max_time=0.001", "seed=0,1",
+            f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"reptile: stopped: 2 of 2 jobs stopped before their last iteration, "
+                                                 f"none failed; continue them with: reptile sweep --resume {sweep}")
+    assert [json.loads((sweep / j / "state.json").read_text())["state"] for j in ("0", "1")] == ["stopped"] * 2
