@@ -293,6 +293,9 @@ def refuse_new_keys(args: list[str]) -> None:
     """``+key=value`` adds a key that no schema declares, which the tool would silently ignore: refuse it
     (``hydra.*`` keys excepted, such as ``+hydra.callbacks...``)."""
     for a in args:
+        if a.startswith("~") and not a.startswith("~/") and not override_key(a).startswith("hydra."):  # ~/: a path
+            _fail(EXIT_USAGE, f"{a}: '~' deletes a key, and every key of reptile has a value; set "
+                              f"{override_key(a).split('=')[0]}=VALUE instead (`reptile train --cfg job` lists them)")
         if a.startswith("++") and "=" in a and not override_key(a).startswith("hydra."):
             _fail(EXIT_USAGE, f"{a}: '++' would add {override_key(a)} if it did not exist, and reptile reads only its "
                               f"own keys; set it without the '++' ({a[2:]})")
@@ -391,13 +394,13 @@ def evaluate(
     from reptile_cli.jobs import eval_main
 
     args = list(ctx.args)
+    refuse_new_keys(args)
     paths = [checkpoint]
     if args and "=" not in args[0] and not args[0].startswith("-"):
         paths.append(args.pop(0))
     for p in paths:
         if not Path(p).exists():
             _fail(EXIT_ERROR, f"checkpoint {p} does not exist: give a .pt file or a run directory holding last.pt")
-    refuse_new_keys(args)
     overrides = [f"checkpoint={quote(paths[0])}"] + ([f"checkpoint_b={quote(paths[1])}"] if len(paths) > 1 else [])
     run_hydra("eval", eval_main, _hydra_flags(multirun, cfg) + overrides + args + process_overrides(multirun))
 

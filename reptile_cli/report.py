@@ -354,7 +354,8 @@ def run_rows(jobs: list[Job], roots: list[Path]) -> list[dict]:
         name = str(job.path)
         for root in roots:
             try:
-                name = str(job.path.relative_to(Path(root).resolve())) or Path(root).name
+                rel = job.path.relative_to(Path(root).resolve())
+                name = str(rel) if rel != Path(".") else Path(root).resolve().name  # the folder given is the run
                 break
             except ValueError:
                 continue

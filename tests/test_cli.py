@@ -55,6 +55,7 @@ def test_print_config_without_running(cli, tmp_path):
     ("trainer.val_tasks=1", "trainer.val_tasks=1: must be at least 2"),
     ("model=null", "model=null: a config group takes a preset's name, not null (reptile train --help lists them)"),
     ("++trainer.meta_iters=2", "'++' would add trainer.meta_iters if it did not exist"),
+    ("~trainer.inner_lr", "~trainer.inner_lr: '~' deletes a key"),
 ])
 def test_bad_override_is_one_line(cli, tmp_path, override, needle):
     r = cli("train", "experiment=sine", override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -201,6 +202,7 @@ def test_data_options_that_do_not_apply_are_refused(tmp_path, args, needle):
     ("++eval.episodes=3", "++eval.episodes=3: '++' would add eval.episodes if it did not exist, and reptile reads "
                           "only its own keys; set it without the '++' (eval.episodes=3)"),
     ("model=null", "model=null: a config group takes a preset's name, not null"),
+    ("~eval.seed", "~eval.seed: '~' deletes a key, and every key of reptile has a value; set eval.seed=VALUE"),
 ])
 def test_eval_refuses_what_the_checkpoint_gives(tmp_path, monkeypatch, override, needle):
     """A model, dataset or preset choice at reptile eval: one line naming why (the checkpoint gives them),

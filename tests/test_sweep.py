@@ -127,3 +127,18 @@ def test_a_sweep_whose_jobs_stopped_exits_3_like_a_run(cli, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (f"reptile: stopped: 2 of 2 jobs stopped before their last iteration, "
                                                  f"none failed; continue them with: reptile sweep --resume {sweep}")
     assert [json.loads((sweep / j / "state.json").read_text())["state"] for j in ("0", "1")] == ["stopped"] * 2
+
+
+def test_runs_names_a_run_given_directly_by_its_folder(tmp_path):
+    """``reptile runs RUN_DIR A_SWEEP``: a run folder given itself is named by its folder (it was "."), a
+    sweep's jobs by their path under the sweep."""
+    from reptile_cli.report import find_runs, run_rows
+
+    jobs = [fake_job(tmp_path / "sweep", 0, ["seed=0"], "completed", val=0.5),
+            fake_job(tmp_path / "sweep", 1, ["seed=1"], "completed", val=0.6),
+            fake_job(tmp_path / "other", 0, ["seed=2"], "completed", val=0.7)]
+    for job in jobs:  # what makes a folder a run for reptile runs
+        (job / "config.yaml").write_text("dataset:\n  name: sine\n")
+    alone = jobs[2].rename(tmp_path / "my_run")
+    folders = [alone, tmp_path / "sweep"]
+    assert sorted(row["name"] for row in run_rows(find_runs(folders), folders)) == ["0", "1", "my_run"]
