@@ -177,7 +177,7 @@ def zoo_speed(t, tasks: int = 5, images: int = 5, repeats: int = 2) -> dict[str,
         base = build_model(mcfg, 5)
         if getattr(base, "noisy", False):  # its masks, drawn per task as the trainer does
             for i, task in enumerate(draw[0]):
-                task.noise = rng.generator(0, "dropout", 0, i)
+                task.noise = rng.noise_generator(0, 0, i)
         models = {path: place(copy.deepcopy(base), torch.device("cpu"), torch.float32)
                   for path in ("sequential", "batched", "vmap")}
         opts = {path: InnerOptimizer(m, tcfg) for path, m in models.items()}

@@ -40,9 +40,8 @@ def _fail(code: int, message: str):
     raise typer.Exit(code)
 
 
-def one_line(err: BaseException, command: str = "train") -> str:
-    """A Hydra/OmegaConf error (and its cause) as one line: drop key-path noise, collapse whitespace; for
-    ``command="eval"``, a key eval does not take is named with what it takes instead."""
+def one_line(err: BaseException) -> str:
+    """A Hydra/OmegaConf error (and its cause) as one line: drop key-path noise, collapse whitespace."""
     parts = []
     for e in (err, err.__cause__):
         if e is None:
@@ -55,7 +54,7 @@ def one_line(err: BaseException, command: str = "train") -> str:
         if text.strip() and text.strip() not in " ".join(parts):
             parts.append(text.strip())
     line = re.sub(r"\s+", " ", " ".join(parts))
-    return ((_not_an_eval_setting(line) if command == "eval" else None) or line)[:600]
+    return line[:600]
 
 
 # what reptile eval says of a config group or section it does not take (the checkpoint gives them)
@@ -160,9 +159,10 @@ def run_hydra(config_name: str, task_function, hydra_args: list[str]) -> None:
             where = f": {err.filename}" if err.filename else ""
             _fail(EXIT_ERROR, f"{err.strerror or err}{where} (check hydra.run.dir and the paths given)")
         prefix = "config: " if code == EXIT_USAGE else f"{type(err).__name__}: "
-        line = one_line(err, config_name)
-        ours = "is not a setting of reptile eval" in line  # a refusal this tool words: no traceback to offer
-        _fail(code, prefix + line + ("" if ours else "  (add --trace for the full traceback)"))
+        line = one_line(err)
+        # a key reptile eval does not take: the tool's own one-line refusal, no traceback to offer
+        ours = _not_an_eval_setting(line) if config_name == "eval" else None
+        _fail(code, prefix + (ours or line + "  (add --trace for the full traceback)"))
     finally:
         sys.argv = argv
 

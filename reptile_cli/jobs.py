@@ -565,9 +565,9 @@ def eval_main(cfg: DictConfig) -> None:
 
 # ----------------------------------------------------------------------------------------------- output
 def _fmt(metric: str, mean: float, ci: float) -> str:
-    scale, unit, digits = (100, "%", 2) if metric == "acc" else (1, "", 4)
-    interval = f"± {scale * ci:.{digits}f}" if math.isfinite(ci) else "(no CI: one task)"
-    return f"{scale * mean:.{digits}f}{unit} {interval}"
+    if metric == "acc":
+        return f"{100 * mean:.2f}% ± {100 * ci:.2f}"
+    return f"{mean:.4f} ± {ci:.4f}"
 
 
 def print_summary(summary: dict, title: str, cfg: DictConfig | None = None, comparison: dict | None = None) -> None:

@@ -30,6 +30,13 @@ def derive_seed(seed: int, stream: str, iteration: int = 0, index: int = 0) -> i
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
+def noise_generator(seed: int, iteration: int, index: int, device=None) -> torch.Generator:
+    """The generator of training task ``index``'s dropout / DropBlock masks at meta-iteration ``iteration``
+    (``Task.noise``): a function of those coordinates alone, so every path, process split and resume draws
+    the same masks."""
+    return generator(seed, "dropout", iteration, index, device)
+
+
 def generator(seed: int, stream: str, iteration: int = 0, index: int = 0, device=None) -> torch.Generator:
     """A fresh ``torch.Generator`` (on the CPU, or on ``device``) seeded by :func:`derive_seed` of the same
     coordinates."""

@@ -318,7 +318,7 @@ class Trainer:
             task = self.family.train_task(cfg.seed, it, i)
             task = task.to(self.device, self.dtype)
             if self.noisy:  # dropout / DropBlock masks of this task's inner steps: a function of (seed, it, i)
-                task.noise = rng.generator(cfg.seed, "dropout", it, i, device=self.device)
+                task.noise = rng.noise_generator(cfg.seed, it, i, self.device)
             tasks.append(task)
             batches.append(task.plan(t.inner_batch_size, t.inner_steps, rng.generator(cfg.seed, "inner", it, i)))
         if t.path == "batched":

@@ -44,6 +44,14 @@ def cli():
     return run_cli
 
 
+def metrics_records(run_dir: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` without its timings (``time/*``): what two runs of the same training share."""
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
 def write_store(path: Path, class_names: list[str], per_class: int | list[int], size: int = 28,
                 channels: int = 1, seed: int = 0) -> Path:
     """Write a small image file in the ``reptile-cli/images`` format; image i of class c has pixel[0,0] = i,

@@ -67,7 +67,7 @@ def test_batched_meta_step_equals_sequential_shared_state(small_store, algorithm
 def with_noise(tasks, it):
     """The trainer's dropout generators: one per task, from (seed, iteration, task index)."""
     for i, t in enumerate(tasks):
-        t.noise = rng.generator(0, "dropout", it, i)
+        t.noise = rng.noise_generator(0, it, i)
     return tasks
 
 
@@ -123,14 +123,14 @@ def test_resnet12_stacked_forward_with_masks_equals_each_task():
             p.add_(0.1 * torch.randn_like(p))
         x = torch.rand(tasks, batch, 3, size, size, dtype=torch.float64)
         adaptation = StackedAdaptation(model, "classification")
-        masks = adaptation.draw_noise([rng.generator(0, "dropout", 0, t) for t in range(tasks)], batch)
+        masks = adaptation.draw_noise([rng.noise_generator(0, 0, t) for t in range(tasks)], batch)
         assert [tuple(m.shape) for m in masks] == [(tasks, batch, *s) for s in model.block_shapes]
         leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
         out = model.stacked_forward(leaves, x, masks)
         mix = torch.randn_like(out)
         grads = torch.autograd.grad((out * mix).sum(), list(leaves.values()))
         for t in range(tasks):
-            own_masks = model.draw_noise(batch, rng.generator(0, "dropout", 0, t))  # what the sequential path draws
+            own_masks = model.draw_noise(batch, rng.noise_generator(0, 0, t))  # what the sequential path draws
             assert all(torch.equal(m[t], o) for m, o in zip(masks, own_masks))
             own = {n: params[n][t].clone().requires_grad_() for n in names}
             alone = functional_call(model, own, (x[t], own_masks))

@@ -172,12 +172,12 @@ def test_resnet12_dropout_is_off_by_default_and_only_in_training_masks():
     x = torch.rand(6, 3, 84, 84)
     # without masks (evaluation) the forward is the deterministic one; with masks it is not
     assert torch.equal(noisy(x), model(x))
-    masks = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 1))
+    masks = noisy.draw_noise(6, rng.noise_generator(0, 3, 1))
     assert [tuple(m.shape) for m in masks] == [(6, *s) for s in noisy.block_shapes]
     assert not torch.allclose(noisy(x, masks), model(x))
     # the same coordinates give the same masks; another task or iteration others
-    again = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 1))
-    other = noisy.draw_noise(6, rng.generator(0, "dropout", 3, 2))
+    again = noisy.draw_noise(6, rng.noise_generator(0, 3, 1))
+    other = noisy.draw_noise(6, rng.noise_generator(0, 3, 2))
     assert all(torch.equal(a, b) for a, b in zip(masks, again))
     assert not any(torch.equal(a, b) for a, b in zip(masks, other))
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reptile_cli.checkpoint import load_checkpoint
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, metrics_records
 
 SINE = ["experiment=sine", "trainer.meta_iters=400", "trainer.checkpoint_every=25", "trainer.eval_every=0",
         "eval.val_episodes=5", "trainer.log_every=25", "trainer.progress=false"]
@@ -69,10 +69,7 @@ def kill_and_resume(cli, tmp_path, args, kill_at):
     assert iterations == ref_its
     # and the same values: a line after the resume averages the same iterations' losses (those since the last
     # line before the kill come from the checkpoint), validations are recomputed equal; only timings differ
-    def records(d):
-        return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
-                for line in (d / "metrics.jsonl").read_text().splitlines()]
-    assert records(run) == records(ref)
+    assert metrics_records(run) == metrics_records(ref)
     assert json.loads((run / "state.json").read_text())["state"] == "completed"
     return killed_at
 

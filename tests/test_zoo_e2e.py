@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from reptile_cli.checkpoint import load_checkpoint
+from tests.conftest import metrics_records
 
 BASE = ["experiment=omniglot_5w1s", "dataset=omniglot_small", "trainer.meta_iters=4", "trainer.checkpoint_every=1",
         "eval.val_episodes=2", "eval.inner_steps=2", "trainer.progress=false", "threads=1"]
@@ -62,11 +63,8 @@ def test_resnet12_resume_is_exact(cli, tmp_path, small_store):
     a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(run / "last.pt")
     assert b["iteration"] == 4
     # the metrics too: the line at iteration 2 averages iterations 1 (before the stop) and 2 (after it)
-    def records(d):
-        return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
-                for line in (d / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records(ref) if "train/loss" in r] == [2, 4]
-    assert records(run) == records(ref)
+    assert [r["iteration"] for r in metrics_records(ref) if "train/loss" in r] == [2, 4]
+    assert metrics_records(run) == metrics_records(ref)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for key in ("exp_avg", "exp_avg_sq"):
         sa, sb = a["inner_optimizer"][key], b["inner_optimizer"][key]

@@ -134,14 +134,11 @@ class ResNet12(nn.Module):
                              f"MetaOptNet; 1 would remove the nonlinearity)")
         if image_size < 16:
             raise ValueError(f"model.image_size={image_size}: ResNet-12 halves the image 4 times; use 16 or more")
-        channels, blocks = in_channels, []
+        # block_shapes: [C, H, W] of each block's output, where dropout (blocks 1-2) and DropBlock (3-4) act
+        channels, size, blocks, self.block_shapes = in_channels, image_size, [], []
         for w in widths:
             blocks.append(ResidualBlock(channels, w, slope, bn_eps))
-            channels = w
-        # [C, H, W] of each block's output: where dropout (blocks 1-2) and DropBlock (3-4) act
-        self.block_shapes, size = [], image_size
-        for w in widths:
-            size //= 2
+            channels, size = w, size // 2
             self.block_shapes.append((w, size, size))
         side = self.block_shapes[2][1]  # block 3's output, the larger map DropBlock acts on
         if self.drop_rate and self.block_size > side:
